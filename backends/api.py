@@ -1,0 +1,126 @@
+"""The one interface every backend implements, shaped on the KVM vCPU uAPI.
+
+gdbstub/ talks to a backend only through this module: capabilities (the
+KVM_CHECK_EXTENSION answers), guest memory, per-vCPU registers,
+set_guest_debug (KVM_SET_GUEST_DEBUG) and a blocking run() that returns an
+Exit as KVM_RUN would (KVM_EXIT_DEBUG carries hsr/hsr_high as ``esr`` and
+``far``).  kick() is the only method that may be called from another thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+# KVM_SET_GUEST_DEBUG control bits (include/uapi/linux/kvm.h).
+GUESTDBG_ENABLE = 0x1
+GUESTDBG_SINGLESTEP = 0x2
+GUESTDBG_USE_SW_BP = 0x10000
+GUESTDBG_USE_HW = 0x20000
+GUESTDBG_VALID_MASK = GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP | GUESTDBG_USE_SW_BP | GUESTDBG_USE_HW
+
+MAX_DBG_REGS = 16  # KVM_ARM_MAX_DBG_REGS
+
+# Exception classes (ESR_ELx.EC) a DEBUG exit can carry.
+EC_BREAKPT_LOW = 0x30
+EC_SOFTSTP_LOW = 0x32
+EC_WATCHPT_LOW = 0x34
+EC_BKPT32 = 0x38
+EC_BRK64 = 0x3C
+
+
+class BackendError(Exception):
+    """A request the backend refuses (the EINVAL/EFAULT of an ioctl)."""
+
+
+class GuestMemoryError(BackendError):
+    """An access outside guest memory."""
+
+
+class ExitReason(enum.Enum):
+    DEBUG = "debug"  # KVM_EXIT_DEBUG: esr/far are meaningful
+    INTERRUPTED = "interrupted"  # kick() (KVM_EXIT_INTR after a signal)
+    FAULT = "fault"  # the guest faulted in a way it cannot handle; ``signal`` says how
+    SHUTDOWN = "shutdown"  # the guest powered off (PSCI SYSTEM_OFF); ``status`` is its code
+
+
+@dataclass(frozen=True)
+class Exit:
+    reason: ExitReason
+    esr: int = 0  # hsr | hsr_high << 32
+    far: int = 0  # only written on watchpoint exits; stale otherwise, as in KVM
+    signal: int = 0  # for FAULT: 4 (SIGILL), 11 (SIGSEGV), 7 (SIGBUS)
+    status: int = 0  # for SHUTDOWN
+    detail: str = ""
+
+    @property
+    def ec(self) -> int:
+        return (self.esr >> 26) & 0x3F
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the backend can do; gdbstub derives qSupported and slot counts from it."""
+
+    arch: str  # "aarch64"
+    hw_breakpoints: int  # KVM_CAP_GUEST_DEBUG_HW_BPS
+    hw_watchpoints: int  # KVM_CAP_GUEST_DEBUG_HW_WPS
+    single_step: bool = True
+    sw_breakpoints: bool = True
+    guest_debug_flags: int = GUESTDBG_VALID_MASK
+    vcpus: int = 1
+    notes: tuple[str, ...] = ()  # free text for `monitor caps` (unsupported features etc.)
+
+
+def _zeros() -> list[int]:
+    return [0] * MAX_DBG_REGS
+
+
+@dataclass
+class DebugRegs:
+    """struct kvm_guest_debug_arch for arm64: 16 of each debug register."""
+
+    bcr: list[int] = field(default_factory=_zeros)
+    bvr: list[int] = field(default_factory=_zeros)
+    wcr: list[int] = field(default_factory=_zeros)
+    wvr: list[int] = field(default_factory=_zeros)
+
+    def copy(self) -> "DebugRegs":
+        return DebugRegs(list(self.bcr), list(self.bvr), list(self.wcr), list(self.wvr))
+
+
+ConsoleSink = Callable[[bytes], None]
+
+
+class Backend(Protocol):
+    """One virtual machine.  Registers use the arch register table's names
+    (aarch64: x0..x30, sp, pc, cpsr (full 64-bit PSTATE), v0..v31 (128-bit), fpsr, fpcr)."""
+
+    def capabilities(self) -> Capabilities: ...
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        """Guest virtual addresses.  Raises GuestMemoryError if any byte is outside guest memory."""
+        ...
+
+    def write_memory(self, addr: int, data: bytes) -> None: ...
+
+    def get_regs(self, vcpu: int = 0) -> dict[str, int]: ...
+
+    def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
+        """Writes only the registers named; unknown names raise BackendError."""
+        ...
+
+    def set_guest_debug(self, control: int, regs: DebugRegs | None = None, vcpu: int = 0) -> None:
+        """KVM_SET_GUEST_DEBUG: unknown control bits raise BackendError (EINVAL)."""
+        ...
+
+    def run(self, vcpu: int = 0) -> Exit:
+        """Blocks until the vCPU exits (debug event, kick, fault, shutdown)."""
+        ...
+
+    def kick(self, vcpu: int = 0) -> None:
+        """Thread-safe: makes a blocking run() return INTERRUPTED soon (or the next one at once)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,460 @@
+"""A simulated arm64 hypervisor core: unicorn runs the guest at EL1, this module plays EL2.
+
+It reproduces what Linux KVM on arm64 shows userspace for guest debugging
+(KVM_SET_GUEST_DEBUG, KVM_EXIT_DEBUG with hsr/far): breakpoints fire before the
+instruction with PC at it, watchpoints fire before the access with memory and
+registers untouched and PC at the load/store, single steps report EC 0x32 with PC
+at the next instruction, and a resumed breakpoint or watchpoint re-hits at once
+(the debugger steps over it, as with KVM).
+
+Speed: Python runs only on events.  A breakpoint is a unicorn code hook on its
+own address; a watchpoint is a memory hook ranged to its bytes (plus a small
+margin, so that every access of a multi-access instruction can be undone).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass
+
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_ERR_EXCEPTION,
+    UC_ERR_FETCH_PROT,
+    UC_ERR_FETCH_UNMAPPED,
+    UC_ERR_INSN_INVALID,
+    UC_ERR_READ_PROT,
+    UC_ERR_READ_UNMAPPED,
+    UC_ERR_WRITE_PROT,
+    UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_CODE,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_MEM_WRITE,
+    UC_MODE_ARM,
+    Uc,
+    UcError,
+)
+from unicorn import arm64_const as A
+
+from backends.api import (
+    EC_BREAKPT_LOW,
+    EC_BRK64,
+    EC_SOFTSTP_LOW,
+    EC_WATCHPT_LOW,
+    GUESTDBG_ENABLE,
+    GUESTDBG_SINGLESTEP,
+    GUESTDBG_USE_HW,
+    GUESTDBG_VALID_MASK,
+    MAX_DBG_REGS,
+    BackendError,
+    Capabilities,
+    ConsoleSink,
+    DebugRegs,
+    Exit,
+    ExitReason,
+    GuestMemoryError,
+)
+from backends.elf import Image
+
+RAM_BASE = 0x4000_0000
+UART_BASE = 0x0900_0000
+UART_SIZE = 0x1000
+_NEVER = (1 << 64) - 1  # an `until` address no A64 instruction can have (unaligned)
+_WATCH_MARGIN = 64  # bytes hooked below/above a watched range: one access is at most 64 bytes
+
+# QEMU exception numbers as unicorn's interrupt hook reports them.
+_EXCP_UDEF = 1
+_EXCP_SWI = 2
+_EXCP_PREFETCH_ABORT = 3
+_EXCP_DATA_ABORT = 4
+_EXCP_BKPT = 7
+_EXCP_HVC = 11
+_EXCP_SMC = 13
+
+PSCI_SYSTEM_OFF = 0x8400_0008
+PSCI_SYSTEM_RESET = 0x8400_0009
+
+SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
+
+_IL = 1 << 25
+
+
+def _esr(ec: int, iss: int) -> int:
+    return (ec << 26) | _IL | iss
+
+
+ESR_BREAKPOINT = _esr(EC_BREAKPT_LOW, 0x22)  # 0xC2000022, as measured on arm64 KVM
+ESR_SOFTSTEP = _esr(EC_SOFTSTP_LOW, (1 << 24) | 0x22)  # 0xCB000022 (ISV=1, EX=0)
+
+
+def esr_watchpoint(write: bool) -> int:
+    return _esr(EC_WATCHPT_LOW, (0x40 if write else 0) | 0x22)  # 0xD2000062 / 0xD2000022
+
+
+def esr_brk64(imm16: int) -> int:
+    return _esr(EC_BRK64, imm16 & 0xFFFF)
+
+
+class FarPolicy(enum.Enum):
+    """Which accessed address a watchpoint exit reports in FAR: implementations differ (DESIGN.md 3.4)."""
+
+    LOWEST = "lowest"  # the lowest address the instruction accessed (Apple M1 style)
+    WATCHED = "watched"  # the first watched byte the access touched (Cortex-A72 style)
+    LOWEST16 = "lowest16"  # the lowest accessed address rounded down to 16
+
+
+_REGS: dict[str, int] = {f"x{i}": getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)}
+_REGS.update(
+    {"x29": A.UC_ARM64_REG_X29, "x30": A.UC_ARM64_REG_X30, "sp": A.UC_ARM64_REG_SP, "pc": A.UC_ARM64_REG_PC}
+)
+_REGS["cpsr"] = A.UC_ARM64_REG_PSTATE
+_REGS.update({f"v{i}": getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)})
+_REGS.update({"fpsr": A.UC_ARM64_REG_FPSR, "fpcr": A.UC_ARM64_REG_FPCR})
+_REG_NAMES = list(_REGS)
+_REG_IDS = [_REGS[n] for n in _REG_NAMES]
+_REG_WIDTH = {n: (128 if n.startswith("v") else 32 if n in ("fpsr", "fpcr") else 64) for n in _REG_NAMES}
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """One enabled WRP decoded by the architecture's rules: the bytes it watches and how."""
+
+    start: int
+    end: int
+    load: bool
+    store: bool
+    el0: bool
+    el1: bool
+
+
+def decode_breakpoint(bcr: int, bvr: int) -> int | None:
+    """The A64 address an enabled DBGBCR/DBGBVR pair matches, or None (disabled or unsupported type)."""
+    if not bcr & 1:
+        return None
+    bt = (bcr >> 20) & 0xF
+    bas = (bcr >> 5) & 0xF
+    if bt != 0 or bas not in (0b1111, 0b0011):  # only unlinked address match; BAS 1100 never matches A64
+        return None
+    if not (bcr >> 1) & 0b11:
+        return None
+    return bvr & ((1 << 53) - 1) & ~0b11  # bits 63:53 (RESS) take no part in the comparison
+
+
+def decode_watchpoint(wcr: int, wvr: int) -> _Watch | None:
+    """The byte range an enabled DBGWCR/DBGWVR pair watches, or None where it can never fire."""
+    if not wcr & 1:
+        return None
+    pac = (wcr >> 1) & 0b11
+    lsc = (wcr >> 3) & 0b11
+    bas = (wcr >> 5) & 0xFF
+    mask = (wcr >> 24) & 0x1F
+    if (wcr >> 20) & 1 or lsc == 0 or pac == 0:  # linked (WT=1) is not modelled; LSC 00 is reserved
+        return None
+    addr = wvr & ((1 << 53) - 1)
+    if mask:
+        if mask < 3:  # MASK 1 and 2 are reserved: never fire
+            return None
+        size = 1 << mask
+        start = addr & ~(size - 1)
+        end = start + size
+    else:
+        base = addr & ~0b111
+        if addr & 0b100:  # deprecated: WVR 4-aligned only, BAS[3:0] covers the upper word
+            bas = (bas & 0xF) << 4
+        if bas == 0:
+            return None
+        low = (bas & -bas).bit_length() - 1  # contiguous lanes; a gap is CONSTRAINED UNPREDICTABLE:
+        run = bas >> low  # take the first run of ones, as QEMU does
+        n = 0
+        while run & 1:
+            run >>= 1
+            n += 1
+        start, end = base + low, base + low + n
+    return _Watch(start, end, bool(lsc & 1), bool(lsc & 2), bool(pac & 2), bool(pac & 1))
+
+
+class SimBackend:
+    """One vCPU on unicorn, with the KVM guest-debug interface of backends.api."""
+
+    def __init__(
+        self,
+        image: Image | None = None,
+        *,
+        ram_base: int = RAM_BASE,
+        ram_size: int = 128 << 20,
+        brps: int = 6,
+        wrps: int = 4,
+        far_policy: FarPolicy = FarPolicy.WATCHED,
+        console: ConsoleSink | None = None,
+    ) -> None:
+        if not 2 <= brps <= MAX_DBG_REGS or not 2 <= wrps <= MAX_DBG_REGS:
+            raise BackendError("BRP and WRP counts must be 2..16")
+        if ram_size <= 0 or ram_size % 0x1000:
+            raise BackendError("RAM size must be a positive multiple of 4 KiB")
+        self.ram_base, self.ram_size = ram_base, ram_size
+        self.brps, self.wrps = brps, wrps
+        self.far_policy = far_policy
+        self._console = console
+        self._uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self._uc.mem_map(ram_base, ram_size)
+        self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
+        self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._control = 0
+        self._dbg = DebugRegs()
+        self._hooks: list[int] = []
+        self._hooks_dirty = False
+        self._bp_addrs: set[int] = set()
+        self._watches: list[_Watch] = []
+        self._pending: Exit | None = None
+        self._far = 0  # KVM writes far only on watchpoint exits: other exits keep the stale value
+        self._journal_pc = -1
+        self._journal: list[tuple[int, bytes]] = []
+        self._journal_low = 0
+        self._snapshot: object | None = None
+        self._lock = threading.Lock()
+        self._running = False
+        self._kicked = False
+        self._uart_line = bytearray()
+        if image is not None:
+            self.load(image)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def load(self, image: Image) -> None:
+        for seg in image.segments:
+            if seg.addr < self.ram_base or seg.addr + seg.memsize > self.ram_base + self.ram_size:
+                raise BackendError(
+                    f"segment at {seg.addr:#x}+{seg.memsize:#x} lies outside guest RAM "
+                    f"{self.ram_base:#x}+{self.ram_size:#x}"
+                )
+        for seg in image.segments:
+            self._uc.mem_write(seg.addr, seg.data + bytes(seg.memsize - len(seg.data)))
+        self._uc.reg_write(A.UC_ARM64_REG_PC, image.entry)
+        self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            arch="aarch64",
+            hw_breakpoints=self.brps,
+            hw_watchpoints=self.wrps,
+            notes=(
+                "simulated core (unicorn): breakpoints BT=0000 unlinked address match; "
+                "watchpoints WT=0 (linked types are accepted and never fire)",
+                f"watchpoint FAR policy: {self.far_policy.value}",
+            ),
+        )
+
+    def id_aa64dfr0(self) -> int:
+        """ID_AA64DFR0_EL1 as the guest would read it: DebugVer 8.2, BRPs/WRPs fields hold count-1."""
+        return 0x8 | (self.brps - 1) << 12 | (self.wrps - 1) << 20 | 1 << 28
+
+    # ---- memory and registers ------------------------------------------------------------------
+    def _check_range(self, addr: int, size: int) -> None:
+        if size < 0 or addr < self.ram_base or addr + size > self.ram_base + self.ram_size:
+            raise GuestMemoryError(f"{addr:#x}+{size:#x} is outside guest memory")
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        self._check_range(addr, size)
+        return bytes(self._uc.mem_read(addr, size))
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self._check_range(addr, len(data))
+        self._uc.mem_write(addr, bytes(data))
+        if data:  # unicorn keeps translated code: drop any block built from the old bytes
+            self._uc.ctl_remove_cache(addr, addr + len(data))
+
+    def get_regs(self, vcpu: int = 0) -> dict[str, int]:
+        values = self._uc.reg_read_batch(_REG_IDS)
+        return dict(zip(_REG_NAMES, values))
+
+    def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
+        for name, value in regs.items():
+            if name not in _REGS:
+                raise BackendError(f"unknown register {name}")
+            if not 0 <= value < 1 << _REG_WIDTH[name]:
+                raise BackendError(f"value out of range for {name}")
+        for name, value in regs.items():
+            self._uc.reg_write(_REGS[name], value)
+
+    # ---- guest debug ---------------------------------------------------------------------------
+    def set_guest_debug(self, control: int, regs: DebugRegs | None = None, vcpu: int = 0) -> None:
+        if control & ~GUESTDBG_VALID_MASK:
+            raise BackendError(f"invalid guest-debug control bits {control & ~GUESTDBG_VALID_MASK:#x} (EINVAL)")
+        if not control & GUESTDBG_ENABLE:
+            control = 0
+        if control & GUESTDBG_USE_HW and regs is not None:
+            self._dbg = regs.copy()  # copied unchecked, as KVM does; slots past the count are never loaded
+        self._control = control
+        self._hooks_dirty = True
+
+    def _apply_hooks(self) -> None:
+        uc = self._uc
+        for h in self._hooks:
+            uc.hook_del(h)
+        self._hooks.clear()
+        bps: set[int] = set()
+        watches: list[_Watch] = []
+        if self._control & GUESTDBG_USE_HW:
+            for i in range(self.brps):
+                addr = decode_breakpoint(self._dbg.bcr[i], self._dbg.bvr[i])
+                if addr is not None:
+                    bps.add(addr)
+            for i in range(self.wrps):
+                w = decode_watchpoint(self._dbg.wcr[i], self._dbg.wvr[i])
+                if w is not None:
+                    watches.append(w)
+        for addr in sorted(bps):
+            self._hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr))
+        for w in watches:
+            lo = max(w.start - _WATCH_MARGIN, 0)
+            hi = w.end - 1 + _WATCH_MARGIN
+            kinds = (UC_HOOK_MEM_READ if w.load else 0) | (UC_HOOK_MEM_WRITE if w.store else 0)
+            self._hooks.append(uc.hook_add(kinds, self._on_access, begin=lo, end=hi))
+        self._bp_addrs = bps
+        self._watches = watches
+        self._hooks_dirty = False
+
+    # ---- hooks (run on the vCPU thread, only on events) ----------------------------------------
+    def _stop(self, ex: Exit) -> None:
+        if self._pending is None:
+            self._pending = ex
+        self._uc.emu_stop()
+
+    def _on_breakpoint(self, uc: Uc, addr: int, size: int, _ud: object) -> None:
+        if addr in self._bp_addrs and self._pending is None:
+            self._stop(Exit(ExitReason.DEBUG, esr=ESR_BREAKPOINT, far=self._far))
+
+    def _on_access(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> None:
+        write = access == UC_MEM_WRITE
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        if pc != self._journal_pc:
+            self._journal_pc = pc
+            self._journal.clear()
+            self._journal_low = addr
+            self._snapshot = None
+        self._journal_low = min(self._journal_low, addr)
+        if write:
+            self._journal.append((addr, bytes(uc.mem_read(addr, size))))
+        if self._pending is not None:
+            return
+        el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
+        end = addr + size
+        for w in self._watches:
+            if addr < w.end and w.start < end and (w.store if write else w.load) and (w.el1 if el else w.el0):
+                self._snapshot = uc.context_save()
+                if self.far_policy is FarPolicy.WATCHED:
+                    far = max(addr, w.start)
+                elif self.far_policy is FarPolicy.LOWEST:
+                    far = self._journal_low
+                else:
+                    far = self._journal_low & ~0xF
+                self._far = far
+                self._stop(Exit(ExitReason.DEBUG, esr=esr_watchpoint(write), far=far))
+                return
+
+    def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        if intno == _EXCP_BKPT:
+            insn = int.from_bytes(uc.mem_read(pc, 4), "little")
+            self._stop(Exit(ExitReason.DEBUG, esr=esr_brk64((insn >> 5) & 0xFFFF), far=self._far))
+        elif intno in (_EXCP_HVC, _EXCP_SMC) and uc.reg_read(A.UC_ARM64_REG_X0) in (
+            PSCI_SYSTEM_OFF,
+            PSCI_SYSTEM_RESET,
+        ):
+            self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
+        elif intno == _EXCP_UDEF:
+            self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"undefined instruction at {pc:#x}"))
+        elif intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
+            self._stop(Exit(ExitReason.FAULT, signal=SIGSEGV, detail=f"abort at {pc:#x}"))
+        else:
+            name = {_EXCP_SWI: "SVC", _EXCP_HVC: "HVC", _EXCP_SMC: "SMC"}.get(intno, f"exception {intno}")
+            self._stop(
+                Exit(ExitReason.FAULT, signal=SIGILL, detail=f"{name} at {pc:#x}: exception vectors not simulated")
+            )
+
+    def _uart_read(self, uc: Uc, offset: int, size: int, _ud: object) -> int:
+        return 0  # FR (0x18) reads 0: transmit FIFO never full
+
+    def _uart_write(self, uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+        if offset == 0 and self._console is not None:
+            self._console(bytes([value & 0xFF]))
+
+    # ---- run -----------------------------------------------------------------------------------
+    def run(self, vcpu: int = 0) -> Exit:
+        with self._lock:
+            if self._kicked:
+                self._kicked = False
+                return Exit(ExitReason.INTERRUPTED, far=self._far)
+            self._running = True
+        try:
+            return self._run_once()
+        finally:
+            with self._lock:
+                self._running = False
+                self._kicked = False  # the stop served the kick
+
+    def _run_once(self) -> Exit:
+        if self._hooks_dirty:
+            self._apply_hooks()
+        uc = self._uc
+        self._pending = None
+        self._journal_pc = -1
+        self._journal.clear()
+        self._snapshot = None
+        step = bool(self._control & GUESTDBG_SINGLESTEP)
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        try:
+            uc.emu_start(pc, _NEVER, count=1 if step else 0)
+        except UcError as e:
+            if self._pending is None:
+                return self._fault(e)
+        ex = self._pending
+        if ex is not None and ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
+            self._undo_access()
+        if ex is None:
+            if step:
+                return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP, far=self._far)
+            return Exit(ExitReason.INTERRUPTED, far=self._far)
+        return ex
+
+    def _undo_access(self) -> None:
+        """A watchpoint is taken before the access: put back what the instruction changed."""
+        if self._snapshot is not None:
+            self._uc.context_restore(self._snapshot)
+        for addr, old in reversed(self._journal):
+            self._uc.mem_write(addr, old)
+        self._uc.reg_write(A.UC_ARM64_REG_PC, self._journal_pc)
+
+    def _fault(self, e: UcError) -> Exit:
+        pc = self._uc.reg_read(A.UC_ARM64_REG_PC)
+        if e.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_READ_PROT, UC_ERR_WRITE_PROT):
+            return Exit(ExitReason.FAULT, signal=SIGSEGV, far=self._far, detail=f"data abort at pc {pc:#x}: {e}")
+        if e.errno in (UC_ERR_FETCH_UNMAPPED, UC_ERR_FETCH_PROT):
+            return Exit(ExitReason.FAULT, signal=SIGSEGV, far=self._far, detail=f"instruction abort at {pc:#x}: {e}")
+        if e.errno in (UC_ERR_INSN_INVALID, UC_ERR_EXCEPTION):
+            return Exit(ExitReason.FAULT, signal=SIGILL, far=self._far, detail=f"undefined instruction at {pc:#x}")
+        return Exit(ExitReason.FAULT, signal=SIGBUS, far=self._far, detail=f"{e} at {pc:#x}")
+
+    def kick(self, vcpu: int = 0) -> None:
+        """Stop a running run() soon; emu_stop is retried until run() has seen it (closes the start race)."""
+        with self._lock:
+            self._kicked = True
+            running = self._running
+        if running:
+            self._uc.emu_stop()
+            threading.Thread(target=self._kick_retry, daemon=True).start()
+
+    def _kick_retry(self) -> None:
+        for _ in range(1000):
+            time.sleep(0.002)
+            with self._lock:
+                if not (self._kicked and self._running):
+                    return
+            self._uc.emu_stop()
+
+    def close(self) -> None:
+        pass
+

@@ -1,0 +1,5 @@
+import sys
+
+from gdbstub.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""The aarch64 target description: one register table drives target.xml, g/G, p/P and
+the registers expedited in stop replies, so they can never disagree (the classic
+"Remote 'g' packet reply is too long" bug of stubs that keep them apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+CORE = "org.gnu.gdb.aarch64.core"
+FPU = "org.gnu.gdb.aarch64.fpu"
+
+BRK0 = 0xD4200000  # BRK #0: the software breakpoint gdb's Z0 kind 4 asks for
+SW_BREAK_KIND = 4
+
+
+@dataclass(frozen=True)
+class Reg:
+    name: str
+    bits: int
+    type: str
+    feature: str
+    group: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.bits // 8
+
+
+def _table() -> tuple[Reg, ...]:
+    regs = [Reg(f"x{i}", 64, "int", CORE) for i in range(31)]
+    regs += [Reg("sp", 64, "data_ptr", CORE), Reg("pc", 64, "code_ptr", CORE), Reg("cpsr", 32, "cpsr_flags", CORE)]
+    regs += [Reg(f"v{i}", 128, "aarch64v", FPU, "vector") for i in range(32)]
+    regs += [Reg("fpsr", 32, "int", FPU, "float"), Reg("fpcr", 32, "int", FPU, "float")]
+    return tuple(regs)
+
+
+REGISTERS: tuple[Reg, ...] = _table()
+REGNUM: dict[str, int] = {r.name: i for i, r in enumerate(REGISTERS)}
+# gdb needs pc, sp and the frame registers at every stop: sending them saves a `g` per step.
+EXPEDITED: tuple[int, ...] = (REGNUM["pc"], REGNUM["sp"], REGNUM["x29"], REGNUM["x30"])
+
+_CPSR_FIELDS = (
+    ("SP", 0, 0), ("EL", 2, 3), ("nRW", 4, 4), ("F", 6, 6), ("I", 7, 7), ("A", 8, 8), ("D", 9, 9),
+    ("BTYPE", 10, 11), ("SSBS", 12, 12), ("IL", 20, 20), ("SS", 21, 21), ("PAN", 22, 22), ("UAO", 23, 23),
+    ("DIT", 24, 24), ("TCO", 25, 25), ("V", 28, 28), ("C", 29, 29), ("Z", 30, 30), ("N", 31, 31),
+)  # fmt: skip
+
+_VECTOR_TYPES = """\
+  <vector id="v2d" type="ieee_double" count="2"/>
+  <vector id="v2u" type="uint64" count="2"/>
+  <vector id="v2i" type="int64" count="2"/>
+  <vector id="v4f" type="ieee_single" count="4"/>
+  <vector id="v4u" type="uint32" count="4"/>
+  <vector id="v4i" type="int32" count="4"/>
+  <vector id="v8f" type="ieee_half" count="8"/>
+  <vector id="v8u" type="uint16" count="8"/>
+  <vector id="v8i" type="int16" count="8"/>
+  <vector id="v16u" type="uint8" count="16"/>
+  <vector id="v16i" type="int8" count="16"/>
+  <vector id="v1u" type="uint128" count="1"/>
+  <vector id="v1i" type="int128" count="1"/>
+  <union id="vnd"><field name="f" type="v2d"/><field name="u" type="v2u"/><field name="s" type="v2i"/></union>
+  <union id="vns"><field name="f" type="v4f"/><field name="u" type="v4u"/><field name="s" type="v4i"/></union>
+  <union id="vnh"><field name="f" type="v8f"/><field name="u" type="v8u"/><field name="s" type="v8i"/></union>
+  <union id="vnb"><field name="u" type="v16u"/><field name="s" type="v16i"/></union>
+  <union id="vnq"><field name="u" type="v1u"/><field name="s" type="v1i"/></union>
+  <union id="aarch64v">
+    <field name="d" type="vnd"/><field name="s" type="vns"/><field name="h" type="vnh"/>
+    <field name="b" type="vnb"/><field name="q" type="vnq"/>
+  </union>
+"""
+
+
+@cache
+def target_xml() -> bytes:
+    """The whole description in one annex (no xi:include round trips)."""
+    out = ['<?xml version="1.0"?>', '<!DOCTYPE target SYSTEM "gdb-target.dtd">', "<target>",
+           "  <architecture>aarch64</architecture>"]  # fmt: skip
+    for feature in (CORE, FPU):
+        out.append(f'  <feature name="{feature}">')
+        if feature == CORE:
+            out.append('  <flags id="cpsr_flags" size="4">')
+            out += [f'    <field name="{n}" start="{s}" end="{e}"/>' for n, s, e in _CPSR_FIELDS]
+            out.append("  </flags>")
+        else:
+            out.append(_VECTOR_TYPES.rstrip("\n"))
+        for num, r in enumerate(REGISTERS):
+            if r.feature == feature:
+                group = f' group="{r.group}"' if r.group else ""
+                out.append(f'    <reg name="{r.name}" bitsize="{r.bits}" type="{r.type}" regnum="{num}"{group}/>')
+        out.append("  </feature>")
+    out.append("</target>")
+    return ("\n".join(out) + "\n").encode()
+
+
+def encode_reg(num: int, value: int) -> str:
+    """Target byte order (little-endian) hex of one register."""
+    r = REGISTERS[num]
+    return (value & ((1 << r.bits) - 1)).to_bytes(r.size, "little").hex()
+
+
+def decode_reg(num: int, text: str) -> int:
+    """Parse one register's little-endian hex; ValueError if the size or digits are wrong."""
+    r = REGISTERS[num]
+    if len(text) != r.size * 2:
+        raise ValueError(f"{r.name} needs {r.size * 2} hex digits, got {len(text)}")
+    return int.from_bytes(bytes.fromhex(text), "little")
+
+
+G_SIZE = sum(r.size for r in REGISTERS)
+
+
+def encode_g(regs: dict[str, int]) -> str:
+    return "".join(encode_reg(i, regs[r.name]) for i, r in enumerate(REGISTERS))
+
+
+def decode_g(text: str) -> dict[str, int]:
+    """A full G packet body; ValueError on a wrong length or bad hex ('xx' = leave unchanged)."""
+    if len(text) != G_SIZE * 2:
+        raise ValueError(f"G needs {G_SIZE * 2} hex digits, got {len(text)}")
+    out: dict[str, int] = {}
+    pos = 0
+    for i, r in enumerate(REGISTERS):
+        chunk = text[pos : pos + r.size * 2]
+        pos += r.size * 2
+        if chunk.startswith("xx"):
+            continue
+        out[r.name] = decode_reg(i, chunk)
+    return out

@@ -1,0 +1,30 @@
+"""`monitor ...` commands (qRcmd): what a user asks the stub itself, not the guest."""
+
+from __future__ import annotations
+
+from gdbstub.target import Target
+
+HELP = """\
+monitor caps    the backend's capabilities: BRP and WRP counts, single-step, notes
+monitor slots   every BRP/WRP: free, or which gdb point owns it, with its encoded registers
+monitor help    this text"""
+
+
+def run_command(target: Target, command: str) -> str:
+    words = command.split()
+    if not words or words[0] == "help":
+        return HELP
+    if words[0] == "caps":
+        c = target.caps
+        lines = [
+            f"arch: {c.arch}",
+            f"hardware breakpoints (BRPs): {c.hw_breakpoints}",
+            f"hardware watchpoints (WRPs): {c.hw_watchpoints}",
+            f"single-step: {'yes' if c.single_step else 'no'}",
+            f"software breakpoints: {'yes' if c.sw_breakpoints else 'no'}",
+        ]
+        lines += [f"note: {n}" for n in c.notes]
+        return "\n".join(lines)
+    if words[0] == "slots":
+        return "\n".join(target.slots.describe())
+    return f"unknown monitor command {words[0]!r}\n{HELP}"

@@ -1,0 +1,362 @@
+"""Per-connection protocol state and the packet dispatch table.
+
+One table (``Session.TABLE``) lists every packet we answer; each handler is
+small.  A handler returns the reply payload, or a Resume request that the
+server carries out on a worker thread (the stop reply comes later, from
+stop_reply()).  Handlers never raise: bad input gets an ``E NN`` reply and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from gdbstub import aarch64
+from gdbstub.rsp import Connection
+from gdbstub.slots import GdbPoint, PointKind
+from gdbstub.target import StopEvent, StopKind, Target, TargetError
+
+log = logging.getLogger("gdbstub.session")
+
+THREAD_ID = 1  # one vCPU = gdb thread 1 (0 means "any", -1 "all")
+_NAME = re.compile(rb"[qQv][A-Za-z]+\??")
+
+
+@dataclass(frozen=True)
+class Resume:
+    step: bool
+
+
+class Detach:
+    """The client detached (D): reply sent; the server lets the guest run on."""
+
+
+class Kill:
+    """The client sent k: the server closes the connection; the guest stays."""
+
+
+Reply = bytes | Resume | Detach | Kill | None
+Handler = Callable[["Session", bytes], Reply]
+
+E_INVAL = b"E16"  # EINVAL (22) in hex
+E_FAULT = b"E0e"  # EFAULT (14)
+
+
+def _err(errno: int) -> bytes:
+    return b"E%02x" % (errno & 0xFF)
+
+
+def _hex(text: bytes) -> int:
+    if not text or len(text) > 16:
+        raise ValueError("bad hex number")
+    return int(text, 16)
+
+
+def _parse_thread(text: bytes) -> int:
+    """A gdb thread-id, with or without the multiprocess p<pid>. prefix."""
+    if text.startswith(b"p"):
+        text = text.split(b".", 1)[1] if b"." in text else b"-1"
+    if text == b"-1":
+        return -1
+    return _hex(text)
+
+
+class Session:
+    def __init__(self, target: Target, conn: Connection, monitor: Callable[[str], str] | None = None) -> None:
+        self.target = target
+        self.conn = conn
+        self.monitor = monitor
+        self.gdb_features: set[bytes] = set()
+        self.stop_reported = True
+
+    # ---- dispatch -------------------------------------------------------------------------------
+    def handle(self, data: bytes) -> Reply:
+        """One packet in; the reply payload (or an action) out."""
+        if not data:
+            return b""
+        m = _NAME.match(data) if data[:1] in b"qQv" else None
+        name = m.group(0) if m else data[:1]
+        handler = self.TABLE.get(name)
+        if handler is None:
+            return b""
+        args = data[len(name) :]
+        try:
+            return handler(self, args)
+        except TargetError as e:
+            log.info("packet %r refused: %s", data[:40], e)
+            return _err(e.errno)
+        except (ValueError, IndexError, KeyError, OverflowError) as e:
+            log.info("malformed packet %r: %s", data[:40], e)
+            return E_INVAL
+
+    # ---- connection set-up ---------------------------------------------------------------------
+    def q_supported(self, args: bytes) -> Reply:
+        self.gdb_features = {f for f in args.lstrip(b":").split(b";") if f.endswith(b"+")}
+        caps = self.target.caps
+        features = [b"PacketSize=%x" % self.conn.max_packet, b"QStartNoAckMode+", b"qXfer:features:read+",
+                    b"vContSupported+"]  # fmt: skip
+        if caps.sw_breakpoints:
+            features.append(b"swbreak+")
+        if caps.hw_breakpoints:
+            features.append(b"hwbreak+")
+        return b";".join(features)
+
+    def start_no_ack(self, args: bytes) -> Reply:
+        self.conn.send(b"OK")
+        self.conn.start_no_ack()
+        return None
+
+    def must_reply_empty(self, args: bytes) -> Reply:
+        return b""
+
+    def q_xfer(self, args: bytes) -> Reply:
+        parts = args.split(b":")
+        if len(parts) != 5 or parts[1] != b"features" or parts[2] != b"read":
+            return b""
+        if parts[3] != b"target.xml":
+            return b"E00"
+        off_s, _, len_s = parts[4].partition(b",")
+        offset, length = _hex(off_s), _hex(len_s)
+        doc = aarch64.target_xml()
+        if offset > len(doc):
+            return b"E00"
+        length = min(length, self.conn.max_packet - 1)
+        chunk = doc[offset : offset + length]
+        return (b"l" if offset + len(chunk) >= len(doc) else b"m") + chunk
+
+    def q_attached(self, args: bytes) -> Reply:
+        return b"1"
+
+    def q_offsets(self, args: bytes) -> Reply:
+        return b"Text=0;Data=0;Bss=0"
+
+    def q_f_thread_info(self, args: bytes) -> Reply:
+        return b"m%x" % THREAD_ID
+
+    def q_s_thread_info(self, args: bytes) -> Reply:
+        return b"l"
+
+    def q_current_thread(self, args: bytes) -> Reply:
+        return b"QC%x" % THREAD_ID
+
+    def set_thread(self, args: bytes) -> Reply:
+        if args[:1] not in (b"g", b"c"):
+            return E_INVAL
+        tid = _parse_thread(args[1:])
+        return b"OK" if tid in (-1, 0, THREAD_ID) else E_INVAL
+
+    def thread_alive(self, args: bytes) -> Reply:
+        return b"OK" if _parse_thread(args) in (0, THREAD_ID) else E_INVAL
+
+    def q_rcmd(self, args: bytes) -> Reply:
+        command = bytes.fromhex(args.lstrip(b",").decode()).decode(errors="replace").strip()
+        if self.monitor is None:
+            return b""
+        text = self.monitor(command)
+        if text:
+            if not text.endswith("\n"):
+                text += "\n"
+            for i in range(0, len(text), 512):  # console output in O packets, then the final OK
+                self.conn.send(b"O" + text[i : i + 512].encode().hex().encode())
+        return b"OK"
+
+    # ---- registers -----------------------------------------------------------------------------
+    def read_all(self, args: bytes) -> Reply:
+        return aarch64.encode_g(self.target.read_registers()).encode()
+
+    def write_all(self, args: bytes) -> Reply:
+        self.target.write_registers(aarch64.decode_g(args.decode()))
+        return b"OK"
+
+    def read_one(self, args: bytes) -> Reply:
+        num = _hex(args)
+        if num >= len(aarch64.REGISTERS):
+            return E_INVAL
+        name = aarch64.REGISTERS[num].name
+        return aarch64.encode_reg(num, self.target.read_registers()[name]).encode()
+
+    def write_one(self, args: bytes) -> Reply:
+        num_s, _, val = args.partition(b"=")
+        num = _hex(num_s)
+        if num >= len(aarch64.REGISTERS):
+            return E_INVAL
+        self.target.write_registers({aarch64.REGISTERS[num].name: aarch64.decode_reg(num, val.decode())})
+        return b"OK"
+
+    # ---- memory --------------------------------------------------------------------------------
+    def _addr_len(self, text: bytes) -> tuple[int, int]:
+        a, _, n = text.partition(b",")
+        addr, length = _hex(a), _hex(n)
+        if addr + length > 1 << 64:
+            raise TargetError("range wraps past the end of the address space", 14)
+        return addr, length
+
+    def read_mem(self, args: bytes) -> Reply:
+        addr, length = self._addr_len(args)
+        length = min(length, (self.conn.max_packet - 1) // 2)  # a short read is allowed; gdb asks again
+        return self.target.read_memory(addr, length).hex().encode()
+
+    def write_mem(self, args: bytes) -> Reply:
+        head, sep, data = args.partition(b":")
+        if not sep:
+            return E_INVAL
+        addr, length = self._addr_len(head)
+        payload = bytes.fromhex(data.decode())
+        if len(payload) != length:
+            return E_INVAL
+        self.target.write_memory(addr, payload)
+        return b"OK"
+
+    def write_mem_binary(self, args: bytes) -> Reply:
+        head, sep, data = args.partition(b":")
+        if not sep:
+            return E_INVAL
+        addr, length = self._addr_len(head)
+        if len(data) != length:
+            return E_INVAL
+        if length:
+            self.target.write_memory(addr, data)
+        return b"OK"
+
+    # ---- breakpoints ---------------------------------------------------------------------------
+    def _point(self, args: bytes) -> tuple[int, int, int]:
+        fields = args.split(b";", 1)[0].split(b",")
+        if len(fields) != 3:
+            raise ValueError("Z/z needs type,addr,kind")
+        return int(fields[0]), _hex(fields[1]), _hex(fields[2])
+
+    def insert_point(self, args: bytes) -> Reply:
+        return self._z(args, insert=True)
+
+    def remove_point(self, args: bytes) -> Reply:
+        return self._z(args, insert=False)
+
+    def _z(self, args: bytes, insert: bool) -> Reply:
+        ztype, addr, kind = self._point(args)
+        caps = self.target.caps
+        if ztype == 0:
+            if not caps.sw_breakpoints:
+                return b""
+            if insert:
+                self.target.insert_sw_breakpoint(addr, kind)
+            else:
+                self.target.remove_sw_breakpoint(addr, kind)
+            return b"OK"
+        if ztype not in (1, 2, 3, 4):
+            return b""
+        if (ztype == 1 and not caps.hw_breakpoints) or (ztype > 1 and not caps.hw_watchpoints):
+            return b""
+        point = GdbPoint(PointKind(ztype), addr, kind)
+        if insert:
+            self.target.insert_hw_point(point)
+        else:
+            self.target.remove_hw_point(point)
+        return b"OK"
+
+    # ---- run control ---------------------------------------------------------------------------
+    def query_stop(self, args: bytes) -> Reply:
+        return self.stop_reply(self.target.last_stop)
+
+    def _set_pc(self, text: bytes) -> None:
+        if text:
+            self.target.write_registers({"pc": _hex(text)})
+
+    def cont(self, args: bytes) -> Reply:
+        self._set_pc(args)
+        return Resume(step=False)
+
+    def step(self, args: bytes) -> Reply:
+        self._set_pc(args)
+        return Resume(step=True)
+
+    def cont_signal(self, args: bytes) -> Reply:
+        _sig, _, addr = args.partition(b";")  # a VM has no signals to deliver: the signal is dropped
+        self._set_pc(addr)
+        return Resume(step=False)
+
+    def step_signal(self, args: bytes) -> Reply:
+        _sig, _, addr = args.partition(b";")
+        self._set_pc(addr)
+        return Resume(step=True)
+
+    def v_cont_query(self, args: bytes) -> Reply:
+        return b"vCont;c;C;s;S"
+
+    def v_cont(self, args: bytes) -> Reply:
+        for action in args.lstrip(b";").split(b";"):
+            verb, _, tid = action.partition(b":")
+            if tid and _parse_thread(tid) not in (-1, 0, THREAD_ID):
+                continue
+            if verb[:1] in (b"c", b"C"):
+                return Resume(step=False)
+            if verb[:1] in (b"s", b"S"):
+                return Resume(step=True)
+            if verb[:1] == b"t":
+                return b"OK"  # already stopped
+            return E_INVAL
+        return E_INVAL
+
+    def detach(self, args: bytes) -> Reply:
+        self.conn.send(b"OK")
+        return Detach()
+
+    def kill(self, args: bytes) -> Reply:
+        return Kill()
+
+    def v_kill(self, args: bytes) -> Reply:
+        self.conn.send(b"OK")
+        return Kill()
+
+    # ---- stop replies --------------------------------------------------------------------------
+    def stop_reply(self, stop: StopEvent) -> bytes:
+        if stop.kind is StopKind.EXITED:
+            return b"W%02x" % (stop.status & 0xFF)
+        parts = [b"T%02x" % stop.signal]
+        if stop.kind in (StopKind.WATCH, StopKind.RWATCH, StopKind.AWATCH):
+            parts.append(b"%s:%x;" % (stop.kind.value.encode(), stop.addr))
+        elif stop.kind is StopKind.HWBREAK and b"hwbreak+" in self.gdb_features:
+            parts.append(b"hwbreak:;")
+        elif stop.kind is StopKind.SWBREAK and b"swbreak+" in self.gdb_features:
+            parts.append(b"swbreak:;")
+        parts.append(b"thread:%x;" % THREAD_ID)
+        regs = self.target.read_registers()
+        for num in aarch64.EXPEDITED:
+            parts.append(b"%x:%s;" % (num, aarch64.encode_reg(num, regs[aarch64.REGISTERS[num].name]).encode()))
+        return b"".join(parts)
+
+    TABLE: dict[bytes, Handler] = {
+        b"qSupported": q_supported,
+        b"QStartNoAckMode": start_no_ack,
+        b"vMustReplyEmpty": must_reply_empty,
+        b"qXfer": q_xfer,
+        b"qAttached": q_attached,
+        b"qOffsets": q_offsets,
+        b"qfThreadInfo": q_f_thread_info,
+        b"qsThreadInfo": q_s_thread_info,
+        b"qC": q_current_thread,
+        b"H": set_thread,
+        b"T": thread_alive,
+        b"qRcmd": q_rcmd,
+        b"?": query_stop,
+        b"g": read_all,
+        b"G": write_all,
+        b"p": read_one,
+        b"P": write_one,
+        b"m": read_mem,
+        b"M": write_mem,
+        b"X": write_mem_binary,
+        b"Z": insert_point,
+        b"z": remove_point,
+        b"c": cont,
+        b"s": step,
+        b"C": cont_signal,
+        b"S": step_signal,
+        b"vCont?": v_cont_query,
+        b"vCont": v_cont,
+        b"D": detach,
+        b"k": kill,
+        b"vKill": v_kill,
+    }
