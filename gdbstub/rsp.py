@@ -78,10 +78,10 @@ _PEND_RLE = 2  # saw '*', next raw byte is a repeat count
 
 _RLE_BIAS = 29  # count byte N means N-29 extra repeats
 _SPECIAL_IN = re.compile(rb"[}*]")
-# Idle bytes other than '+', '-' and 0x03 are line noise; deleting them with
-# translate() lets us skip garbage without a Python-level loop.
 # byte -> the one-byte string byte ^ 0x20, to undo an escape without int->bytes calls.
 _XOR20 = tuple(bytes((b ^ 0x20,)) for b in range(256))
+# Idle bytes other than '+', '-' and 0x03 are line noise; deleting them with
+# translate() lets us skip garbage without a Python-level loop.
 _IDLE_NOISE = bytes(b for b in range(256) if b not in b"+-\x03")
 _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
 _ACK = b"+"

@@ -264,9 +264,7 @@ def test_oversized_does_not_buffer() -> None:
     for _ in range(1000):
         conn.feed(b"x" * 100)
         assert conn.buffered <= 64
-    assert conn.feed(b"#" + f"{(ord('x') * 100_000) % 256:02x}".encode()) == [
-        Oversized(100_000)
-    ]
+    assert conn.feed(b"#" + f"{(ord('x') * 100_000) % 256:02x}".encode()) == [Oversized(100_000)]
 
 
 def test_byte_by_byte() -> None:

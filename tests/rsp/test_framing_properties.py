@@ -79,9 +79,7 @@ def test_gdb_encoded_payload_round_trips(payload: bytes, cut: list[int]) -> None
 @given(payload=st.binary(max_size=2000), cut=cuts)
 def test_rle_encoded_payload_round_trips(payload: bytes, cut: list[int]) -> None:
     conn = Connection()
-    assert feed_all(conn, splits(framed(rle_encode(gdb_escape(payload))), cut)) == [
-        Packet(payload)
-    ]
+    assert feed_all(conn, splits(framed(rle_encode(gdb_escape(payload))), cut)) == [Packet(payload)]
 
 
 @given(payloads=st.lists(st.binary(max_size=200), max_size=8), cut=cuts)
@@ -105,9 +103,7 @@ def test_max_packet_is_truthful(payload: bytes, cut: list[int]) -> None:
     payload=st.binary(max_size=100),
     max_packet=st.integers(1, 40),
 )
-def test_garbage_is_bounded_and_resyncs(
-    garbage: bytes, cut: list[int], payload: bytes, max_packet: int
-) -> None:
+def test_garbage_is_bounded_and_resyncs(garbage: bytes, cut: list[int], payload: bytes, max_packet: int) -> None:
     # '$' can never appear raw inside a well-formed packet and always starts a
     # new one, so after *any* garbage a complete valid packet decodes exactly.
     conn = Connection(max_packet)
@@ -121,9 +117,7 @@ def test_garbage_is_bounded_and_resyncs(
 
 
 @given(garbage=noisy, payload=st.binary(max_size=40))
-def test_garbage_then_hash_sync_leaves_parser_idle(
-    garbage: bytes, payload: bytes
-) -> None:
+def test_garbage_then_hash_sync_leaves_parser_idle(garbage: bytes, payload: bytes) -> None:
     # The weaker guarantee needs no '$': "#00" ends any packet in progress, so
     # what follows is parsed from idle (a Ctrl-C right after is an interrupt).
     conn = Connection()
