@@ -10,8 +10,9 @@ Exit as KVM_RUN would (KVM_EXIT_DEBUG carries hsr/hsr_high as ``esr`` and
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 # KVM_SET_GUEST_DEBUG control bits (include/uapi/linux/kvm.h).
 GUESTDBG_ENABLE = 0x1
@@ -86,7 +87,7 @@ class DebugRegs:
     wcr: list[int] = field(default_factory=_zeros)
     wvr: list[int] = field(default_factory=_zeros)
 
-    def copy(self) -> "DebugRegs":
+    def copy(self) -> DebugRegs:
         return DebugRegs(list(self.bcr), list(self.bvr), list(self.wcr), list(self.wvr))
 
 

@@ -18,8 +18,9 @@ import enum
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from unicorn import (
+from unicorn import (  # type: ignore[attr-defined]
     UC_ARCH_ARM64,
     UC_ERR_EXCEPTION,
     UC_ERR_FETCH_PROT,
@@ -108,9 +109,7 @@ class FarPolicy(enum.Enum):
 
 
 _REGS: dict[str, int] = {f"x{i}": getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)}
-_REGS.update(
-    {"x29": A.UC_ARM64_REG_X29, "x30": A.UC_ARM64_REG_X30, "sp": A.UC_ARM64_REG_SP, "pc": A.UC_ARM64_REG_PC}
-)
+_REGS.update({"x29": A.UC_ARM64_REG_X29, "x30": A.UC_ARM64_REG_X30, "sp": A.UC_ARM64_REG_SP, "pc": A.UC_ARM64_REG_PC})
 _REGS["cpsr"] = A.UC_ARM64_REG_PSTATE
 _REGS.update({f"v{i}": getattr(A, f"UC_ARM64_REG_Q{i}") for i in range(32)})
 _REGS.update({"fpsr": A.UC_ARM64_REG_FPSR, "fpcr": A.UC_ARM64_REG_FPCR})
@@ -199,7 +198,7 @@ class SimBackend:
         self.brps, self.wrps = brps, wrps
         self.far_policy = far_policy
         self._console = console
-        self._uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
         self._uc.mem_map(ram_base, ram_size)
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
@@ -268,7 +267,7 @@ class SimBackend:
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         values = self._uc.reg_read_batch(_REG_IDS)
-        return dict(zip(_REG_NAMES, values))
+        return dict(zip(_REG_NAMES, values, strict=True))
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
         for name, value in regs.items():
@@ -457,4 +456,3 @@ class SimBackend:
 
     def close(self) -> None:
         pass
-

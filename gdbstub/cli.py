@@ -68,15 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the stub server with a guest")
     serve.add_argument("image", nargs="?", help="aarch64 ELF guest image (default: the embedded demo guest)")
     where = serve.add_mutually_exclusive_group()
-    where.add_argument("--listen", type=_listen, default=("127.0.0.1", 1234), metavar="HOST:PORT",
-                       help="TCP address to listen on (default 127.0.0.1:1234; port 0 picks a free one)")
+    where.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 1234),
+        metavar="HOST:PORT",
+        help="TCP address to listen on (default 127.0.0.1:1234; port 0 picks a free one)",
+    )
     where.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of TCP")
     serve.add_argument("--backend", choices=["sim"], default="sim", help="the hypervisor core (default: sim)")
     serve.add_argument("--ram-size", type=_size, default=128 << 20, help="guest RAM at 0x40000000 (default 128M)")
     serve.add_argument("--brps", type=_count, default=6, help="simulated hardware breakpoints (2..16, default 6)")
     serve.add_argument("--wrps", type=_count, default=4, help="simulated hardware watchpoints (2..16, default 4)")
-    serve.add_argument("--far-policy", choices=["watched", "lowest", "lowest16"], default="watched",
-                       help="which address the simulated core reports in FAR on a watchpoint hit")
+    serve.add_argument(
+        "--far-policy",
+        choices=["watched", "lowest", "lowest16"],
+        default="watched",
+        help="which address the simulated core reports in FAR on a watchpoint hit",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser  # fmt: skip
 

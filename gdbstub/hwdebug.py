@@ -231,9 +231,9 @@ def encode_wvr(addr: int, mask: int = 0) -> int:
     """DBGWVR for a BAS watchpoint (8-byte aligned doubleword) or a MASK one (aligned
     to 2^mask, since the masked-off bits must be zero), canonicalised."""
     _check_addr(addr)
-    align = 8 if mask == 0 else 1 << mask
-    if mask not in (0, *range(MIN_MASK, MAX_MASK + 1)):
+    if mask != 0 and not MIN_MASK <= mask <= MAX_MASK:
         raise ValueError(f"MASK {mask} is reserved (valid: 0 or {MIN_MASK}..{MAX_MASK})")
+    align = 8 if mask == 0 else 1 << mask
     if addr % align:
         raise ValueError(f"watchpoint base {addr:#x} is not {align}-byte aligned")
     return canonical(addr)

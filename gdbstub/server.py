@@ -44,8 +44,10 @@ class Server:
         if self._busy:
             log.warning("refused %s: another client is connected", peer)
             try:
-                await stream.send_all(b"$E.another gdb client is already connected#" + b"%02x" % (
-                    sum(b"E.another gdb client is already connected") & 0xFF))
+                await stream.send_all(
+                    b"$E.another gdb client is already connected#"
+                    + b"%02x" % (sum(b"E.another gdb client is already connected") & 0xFF)
+                )
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             await stream.aclose()
@@ -139,6 +141,8 @@ class Server:
                                 self.target.interrupt()
                         elif isinstance(ev, BadPacket):
                             log.info("bad packet from client: %s", ev.reason)
+                            if not ev.reason.startswith(("checksum", "malformed checksum")) and not running:
+                                conn.send(b"E16")  # acked but undecodable: answer, or gdb waits for a reply
                         elif running or after is not None:
                             queued.append(ev)
                         else:

@@ -247,13 +247,8 @@ class SlotTable:
                 return a.point
         return None
 
-    def _watches(self, is_write: bool | None) -> list[Assignment]:
-        every = [a for a in self._entries.values() if PointKind(a.point.kind).is_watch]
-        if is_write is None:
-            return every
-        want = PointKind.WATCH_WRITE if is_write else PointKind.WATCH_READ
-        matching = [a for a in every if a.point.kind in (want, PointKind.WATCH_ACCESS)]
-        return matching or every  # a direction no point asked for: attribute by address alone
+    def _watches(self) -> list[Assignment]:
+        return [a for a in self._entries.values() if PointKind(a.point.kind).is_watch]
 
     def is_padding(self, far: int) -> bool:
         """True if ``far`` is a byte some WRP watches only as padding of an approximate
@@ -261,7 +256,7 @@ class SlotTable:
         if not 0 <= far < ADDR_LIMIT:
             return False
         far = canonical(far)
-        every = self._watches(None)
+        every = self._watches()
         if any(a.start <= far < a.end for a in every):
             return False
         return any(c.start <= far < c.end for a in every for c in a.chunks)
@@ -278,26 +273,36 @@ class SlotTable:
         3. else, if ``far`` is padding of an approximate cover, no point can have been
            touched: None;
         4. else the nearest point by distance (Linux's rule), None if there are none.
-        ``is_write`` (the ESR's WnR) narrows the choice to points of that direction.
-        Ties go to the earliest inserted point.  This assumes FAR never lies above the
-        lowest watched byte the access touched, which holds for every FAR behaviour
-        observed (kvm-hw-debug.md 3.4).
+        Address decides first; ``is_write`` (the ESR's WnR) only breaks ties, in favour
+        of points of that direction (`watch` and `rwatch` on one variable), because
+        WnR is not a reliable guide for every instruction (atomics, cache maintenance).
+        Remaining ties go to the earliest inserted point.  This assumes FAR never lies
+        above the lowest watched byte the access touched, which holds for every FAR
+        behaviour observed (kvm-hw-debug.md 3.4).
         """
         if not 0 <= far < ADDR_LIMIT:
             return None
         far = canonical(far)
-        cands = self._watches(is_write)
-        for a in cands:
-            if a.start <= far < a.end:
-                return a.point
+        cands = self._watches()
+
+        def other_direction(a: Assignment) -> bool:
+            kind = PointKind(a.point.kind)
+            if is_write is None or kind is PointKind.WATCH_ACCESS:
+                return False
+            return (kind is PointKind.WATCH_WRITE) != is_write
+
+        def distance(a: Assignment) -> int:
+            return a.start - far if far < a.start else max(0, far - (a.end - 1))
+
+        inside = [a for a in cands if a.start <= far < a.end]
+        if inside:
+            return min(inside, key=other_direction).point
         reach = [a for a in cands if a.start - MAX_ACCESS_BYTES < far < a.start]
         if reach:
-            return min(reach, key=lambda a: a.start - far).point
-        if self.is_padding(far):
+            return min(reach, key=lambda a: (distance(a), other_direction(a))).point
+        if self.is_padding(far) or not cands:
             return None
-        if not cands:
-            return None
-        return min(cands, key=lambda a: a.start - far if far < a.start else far - (a.end - 1)).point
+        return min(cands, key=lambda a: (distance(a), other_direction(a))).point
 
     def describe(self) -> list[str]:
         """One line per BRP, then per WRP, for `monitor slots`."""

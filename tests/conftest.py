@@ -94,11 +94,21 @@ def make_server() -> Iterator[type[ServerProcess]]:
         s.stop()
 
 
-def run_gdb(gdb: str, server: ServerProcess, commands: list[str], *, elf: Path = DEMO_ELF,
-            timeout: float = 60) -> str:
+def run_gdb(gdb: str, server: ServerProcess, commands: list[str], *, elf: Path = DEMO_ELF, timeout: float = 60) -> str:
     """Run gdb-multiarch in batch mode against the server; returns everything gdb printed."""
-    argv = [gdb, "-nx", "-batch", "-q", str(elf), "-ex", "set pagination off", "-ex", "set confirm off",
-            "-ex", f"target remote {server.address}"]
+    argv = [
+        gdb,
+        "-nx",
+        "-batch",
+        "-q",
+        str(elf),
+        "-ex",
+        "set pagination off",
+        "-ex",
+        "set confirm off",
+        "-ex",
+        f"target remote {server.address}",
+    ]
     for c in commands:
         argv += ["-ex", c]
     out = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=ROOT)

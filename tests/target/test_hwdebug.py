@@ -137,7 +137,12 @@ def test_exact_chunks_examples() -> None:
     assert [(c.bas, c.mask) for c in exact_chunks(BASE, 8)] == [(0xFF, 0)]
     # [0x28, 0x68): dword 0x28, 16-byte block 0x30, 32-byte block 0x40, dword 0x60
     chunks = exact_chunks(0x28, 64)
-    assert [(c.start, c.end, c.mask) for c in chunks] == [(0x28, 0x30, 0), (0x30, 0x40, 4), (0x40, 0x60, 5), (0x60, 0x68, 0)]
+    assert [(c.start, c.end, c.mask) for c in chunks] == [
+        (0x28, 0x30, 0),
+        (0x30, 0x40, 4),
+        (0x40, 0x60, 5),
+        (0x60, 0x68, 0),
+    ]
     # 2 GiB aligned is one chunk; blocks never exceed 2 GiB
     assert [c.mask for c in exact_chunks(1 << 31, 1 << 31)] == [31]
     assert [c.mask for c in exact_chunks(0, 1 << 31)] == [31]
@@ -414,7 +419,9 @@ def test_breakpoint_hits() -> None:
     assert breakpoint_hits(bcr, encode_bvr(kernel), kernel)
 
 
-@pytest.mark.parametrize(("bas", "hits"), [(0b1111, True), (0b0011, True), (0b1100, False), (0b0000, False), (0b0001, False)])
+@pytest.mark.parametrize(
+    ("bas", "hits"), [(0b1111, True), (0b0011, True), (0b1100, False), (0b0000, False), (0b0001, False)]
+)
 def test_breakpoint_bas(bas: int, hits: bool) -> None:
     bcr = encode_bcr() & ~hw.BCR_BAS.mask | hw.BCR_BAS.put(bas)
     assert breakpoint_hits(bcr, 0x4000_0010, 0x4000_0010) == hits
