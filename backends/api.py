@@ -106,7 +106,13 @@ class Backend(Protocol):
 
     def write_memory(self, addr: int, data: bytes) -> None: ...
 
-    def get_regs(self, vcpu: int = 0) -> dict[str, int]: ...
+    def get_regs(self, vcpu: int = 0) -> dict[str, int]:
+        """Every register of the arch table (KVM_GET_ONE_REG for each, or GET_REGS)."""
+        ...
+
+    def get_reg(self, name: str, vcpu: int = 0) -> int:
+        """One register (KVM_GET_ONE_REG): the cheap path for pc and the stop-reply registers."""
+        ...
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
         """Writes only the registers named; unknown names raise BackendError."""

@@ -14,7 +14,9 @@ margin, so that every access of a multi-access instruction can be undone).
 
 from __future__ import annotations
 
+import ctypes
 import enum
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from unicorn import (  # type: ignore[attr-defined]
     UcError,
 )
 from unicorn import arm64_const as A
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 
 from backends.api import (
     EC_BREAKPT_LOW,
@@ -116,6 +119,41 @@ _REGS.update({"fpsr": A.UC_ARM64_REG_FPSR, "fpcr": A.UC_ARM64_REG_FPCR})
 _REG_NAMES = list(_REGS)
 _REG_IDS = [_REGS[n] for n in _REG_NAMES]
 _REG_WIDTH = {n: (128 if n.startswith("v") else 32 if n in ("fpsr", "fpcr") else 64) for n in _REG_NAMES}
+
+
+class _RegBatch:
+    """All registers in one uc_reg_read_batch call into preallocated buffers.
+
+    The binding's reg_read_batch builds ctypes objects per register (~100 us for the 68 of `g`);
+    this takes a few microseconds.  Falls back to the binding if its internals ever move.
+    """
+
+    def __init__(self, uc: Any, ids: list[int]) -> None:
+        self._uc = uc
+        self._ids = ids
+        n = len(ids)
+        self._n = n
+        self._c_ids = (ctypes.c_int * n)(*ids)
+        self._buf = ctypes.create_string_buffer(16 * n)
+        base = ctypes.addressof(self._buf)
+        self._ptrs = (ctypes.c_void_p * n)(*[base + 16 * i for i in range(n)])
+        self._fmt = struct.Struct(f"<{2 * n}Q")
+        try:
+            from unicorn.unicorn_py3.unicorn import uclib
+
+            self._lib: Any = uclib
+            self._handle: Any = uc._uch
+        except (ImportError, AttributeError):
+            self._lib = None
+
+    def read(self) -> list[int]:
+        if self._lib is None:
+            return [v if isinstance(v, int) else 0 for v in self._uc.reg_read_batch(self._ids)]
+        ctypes.memset(self._buf, 0, 16 * self._n)  # 32-bit registers fill only their low bytes
+        if self._lib.uc_reg_read_batch(self._handle, self._c_ids, self._ptrs, self._n) != 0:
+            raise BackendError("reading registers failed")
+        words = self._fmt.unpack(self._buf.raw)
+        return [words[i] | words[i + 1] << 64 for i in range(0, 2 * self._n, 2)]
 
 
 @dataclass(frozen=True)
@@ -202,6 +240,8 @@ class SimBackend:
         self._uc.mem_map(ram_base, ram_size)
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._regfile = _RegBatch(self._uc, _REG_IDS)
+        self._last_was_step = False
         self._control = 0
         self._dbg = DebugRegs()
         self._hooks: list[int] = []
@@ -266,8 +306,14 @@ class SimBackend:
             self._uc.ctl_remove_cache(addr, addr + len(data))
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
-        values = self._uc.reg_read_batch(_REG_IDS)
-        return dict(zip(_REG_NAMES, values, strict=True))
+        return dict(zip(_REG_NAMES, self._regfile.read(), strict=True))
+
+    def get_reg(self, name: str, vcpu: int = 0) -> int:
+        reg = _REGS.get(name)
+        if reg is None:
+            raise BackendError(f"unknown register {name}")
+        value: int = self._uc.reg_read(reg)
+        return value
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
         for name, value in regs.items():
@@ -315,6 +361,10 @@ class SimBackend:
         self._bp_addrs = bps
         self._watches = watches
         self._hooks_dirty = False
+        # unicorn decides at translation time which blocks call hooks, and its TLB lets cached pages skip
+        # memory hooks: both caches must go when the hooks change.
+        uc.ctl_flush_tb()
+        uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
     # ---- hooks (run on the vCPU thread, only on events) ----------------------------------------
     def _stop(self, ex: Exit) -> None:
@@ -364,6 +414,8 @@ class SimBackend:
             PSCI_SYSTEM_RESET,
         ):
             self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
+        elif intno == _EXCP_UDEF and self._is_psci_off(pc):
+            self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
         elif intno == _EXCP_UDEF:
             self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"undefined instruction at {pc:#x}"))
         elif intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
@@ -373,6 +425,14 @@ class SimBackend:
             self._stop(
                 Exit(ExitReason.FAULT, signal=SIGILL, detail=f"{name} at {pc:#x}: exception vectors not simulated")
             )
+
+    def _is_psci_off(self, pc: int) -> bool:
+        """`hvc #0` (undefined to unicorn, whose core has no EL2) calling PSCI SYSTEM_OFF/RESET."""
+        try:
+            insn = int.from_bytes(self._uc.mem_read(pc, 4), "little")
+        except UcError:
+            return False
+        return insn == 0xD4000002 and self._uc.reg_read(A.UC_ARM64_REG_X0) in (PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET)
 
     def _uart_read(self, uc: Uc, offset: int, size: int, _ud: object) -> int:
         return 0  # FR (0x18) reads 0: transmit FIFO never full
@@ -404,6 +464,9 @@ class SimBackend:
         self._journal.clear()
         self._snapshot = None
         step = bool(self._control & GUESTDBG_SINGLESTEP)
+        if step and not self._last_was_step:
+            uc.ctl_flush_tb()  # blocks translated without unicorn's instruction counter would run on past 1
+        self._last_was_step = step
         pc = uc.reg_read(A.UC_ARM64_REG_PC)
         try:
             uc.emu_start(pc, _NEVER, count=1 if step else 0)

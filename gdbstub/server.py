@@ -9,7 +9,6 @@ leaves the guest halted and intact, minus that client's breakpoints.  After
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from collections import deque
 from typing import Any
@@ -92,86 +91,100 @@ class Server:
         self.target.clear_debugger_state()
         conn = Connection(max_packet=self.max_packet)
         session = Session(self.target, conn, monitor=lambda cmd: run_command(self.target, cmd))
-        send, recv = trio.open_memory_channel[tuple[str, Any]](math.inf)
-
-        async def reader() -> None:
-            try:
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        break
-                    await send.send(("data", data))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-            await send.send(("eof", None))
-
-        async def run(step: bool) -> None:
-            stop = await trio.to_thread.run_sync(self.target.resume, step)
-            await send.send(("stop", stop))
-
-        running = False
-        closing = False
-        after: Detach | Kill | None = None
-        queued: deque[Packet | Oversized] = deque()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-
-            def process(ev: Packet | Oversized) -> bool:
-                """Handle one packet; True if the guest now runs."""
-                nonlocal after
-                if isinstance(ev, Oversized):
-                    conn.send(b"E16")
-                    return False
-                log.debug("<- %r", ev.data[:200])
-                reply = session.handle(ev.data)
-                if isinstance(reply, Resume):
-                    nursery.start_soon(run, reply.step)
-                    return True
-                if isinstance(reply, (Detach, Kill)):
-                    after = reply
-                elif reply is not None:
-                    conn.send(reply)
-                return False
-
-            async for kind, payload in recv:
-                if kind == "data":
-                    for ev in conn.feed(payload):
-                        if isinstance(ev, Interrupt):
-                            if running:
-                                self.target.interrupt()
-                        elif isinstance(ev, BadPacket):
-                            log.info("bad packet from client: %s", ev.reason)
-                            if not ev.reason.startswith(("checksum", "malformed checksum")) and not running:
-                                conn.send(b"E16")  # acked but undecodable: answer, or gdb waits for a reply
-                        elif running or after is not None:
-                            queued.append(ev)
-                        else:
-                            running = process(ev)
-                elif kind == "stop":
-                    running = False
-                    stop: StopEvent = payload
-                    log.info("stop: %s signal %d %s", stop.kind.value, stop.signal, stop.detail)
-                    if closing:
-                        break
-                    conn.send(session.stop_reply(stop))
-                    while queued and not running and after is None:
-                        running = process(queued.popleft())
-                elif kind == "eof":
-                    if not running:
-                        break
-                    closing = True
-                    self.target.interrupt()
-                    continue
-                out = conn.data_to_send()
-                if out:
-                    await stream.send_all(out)
-                if after is not None and not running:
-                    break
-            nursery.cancel_scope.cancel()
+        await _Client(self.target, session, conn, stream).serve()
         self.target.clear_debugger_state()
-        if isinstance(after, Detach):
+        if session.detached:
             log.info("client detached: the guest runs on")
             self._start_free_run()
+
+
+class _Client:
+    """One connection's loop.  Packets are handled as they arrive, in the reader task: a single step
+    runs inline (it is bounded to one instruction), a continue runs on a worker thread while the reader
+    keeps reading, so that Ctrl-C (0x03) reaches the vCPU.  Packets that arrive while the guest runs
+    wait until it stops (all-stop mode: gdb sends none but 0x03)."""
+
+    def __init__(self, target: Target, session: Session, conn: Connection, stream: trio.SocketStream) -> None:
+        self.target = target
+        self.session = session
+        self.conn = conn
+        self.stream = stream
+        self.running = False
+        self.finished = False  # D or k: close once the replies are out
+        self.queued: deque[Packet | Oversized] = deque()
+        self.send_lock = trio.Lock()
+        self.stopped = trio.Event()
+
+    async def flush(self) -> None:
+        async with self.send_lock:
+            out = self.conn.data_to_send()
+            if out:
+                await self.stream.send_all(out)
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            try:
+                while not self.finished:
+                    data = await self.stream.receive_some(65536)
+                    if not data:
+                        break
+                    for ev in self.conn.feed(data):
+                        self.on_event(ev)
+                    await self.flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            if self.running:  # the client went away while the guest ran: halt it, keep its state
+                self.target.interrupt()
+                await self.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    def on_event(self, ev: Packet | Oversized | Interrupt | BadPacket) -> None:
+        if isinstance(ev, Interrupt):
+            if self.running:
+                self.target.interrupt()
+        elif isinstance(ev, BadPacket):
+            log.info("bad packet from client: %s", ev.reason)
+            if not ev.reason.startswith(("checksum", "malformed checksum")) and not self.running:
+                self.conn.send(b"E16")  # acked but undecodable: answer, or gdb waits for a reply
+        elif self.running or self.finished:
+            self.queued.append(ev)
+        else:
+            self.process(ev)
+
+    def process(self, ev: Packet | Oversized) -> None:
+        if isinstance(ev, Oversized):
+            self.conn.send(b"E16")
+            return
+        log.debug("<- %r", ev.data[:200])
+        reply = self.session.handle(ev.data)
+        if isinstance(reply, Resume):
+            if reply.step:
+                self.report(self.target.resume(True))
+            else:
+                self.running = True
+                self.stopped = trio.Event()
+                self.nursery.start_soon(self.run_guest)
+        elif isinstance(reply, (Detach, Kill)):
+            self.finished = True
+        elif reply is not None:
+            self.conn.send(reply)
+
+    def report(self, stop: StopEvent) -> None:
+        log.info("stop: %s signal %d %s", stop.kind.value, stop.signal, stop.detail)
+        self.conn.send(self.session.stop_reply(stop))
+
+    async def run_guest(self) -> None:
+        stop = await trio.to_thread.run_sync(self.target.resume, False)
+        self.running = False
+        self.stopped.set()
+        self.report(stop)
+        while self.queued and not self.running and not self.finished:
+            self.process(self.queued.popleft())
+        try:
+            await self.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
 
 def _peer(stream: trio.SocketStream) -> str:

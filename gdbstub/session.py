@@ -70,7 +70,7 @@ class Session:
         self.conn = conn
         self.monitor = monitor
         self.gdb_features: set[bytes] = set()
-        self.stop_reported = True
+        self.detached = False
 
     # ---- dispatch -------------------------------------------------------------------------------
     def handle(self, data: bytes) -> Reply:
@@ -175,8 +175,7 @@ class Session:
         num = _hex(args)
         if num >= len(aarch64.REGISTERS):
             return E_INVAL
-        name = aarch64.REGISTERS[num].name
-        return aarch64.encode_reg(num, self.target.read_registers()[name]).encode()
+        return aarch64.encode_reg(num, self.target.read_register(aarch64.REGISTERS[num].name)).encode()
 
     def write_one(self, args: bytes) -> Reply:
         num_s, _, val = args.partition(b"=")
@@ -301,6 +300,7 @@ class Session:
 
     def detach(self, args: bytes) -> Reply:
         self.conn.send(b"OK")
+        self.detached = True
         return Detach()
 
     def kill(self, args: bytes) -> Reply:
@@ -322,9 +322,9 @@ class Session:
         elif stop.kind is StopKind.SWBREAK and b"swbreak+" in self.gdb_features:
             parts.append(b"swbreak:;")
         parts.append(b"thread:%x;" % THREAD_ID)
-        regs = self.target.read_registers()
         for num in aarch64.EXPEDITED:
-            parts.append(b"%x:%s;" % (num, aarch64.encode_reg(num, regs[aarch64.REGISTERS[num].name]).encode()))
+            value = self.target.read_register(aarch64.REGISTERS[num].name)
+            parts.append(b"%x:%s;" % (num, aarch64.encode_reg(num, value).encode()))
         return b"".join(parts)
 
     TABLE: dict[bytes, Handler] = {

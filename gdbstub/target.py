@@ -89,6 +89,10 @@ class Target:
         self._interrupt = threading.Event()
 
     # ---- registers and memory (guest stopped) ---------------------------------------------------
+    def read_register(self, name: str) -> int:
+        value = self.backend.get_reg(name, self.vcpu)
+        return value & 0xFFFF_FFFF if name == "cpsr" else value
+
     def read_registers(self) -> dict[str, int]:
         regs = self.backend.get_regs(self.vcpu)
         regs["cpsr"] &= 0xFFFF_FFFF
@@ -96,7 +100,7 @@ class Target:
 
     def write_registers(self, values: dict[str, int]) -> None:
         if "cpsr" in values:  # gdb's cpsr is 32 bits; keep PSTATE's upper bits
-            full = self.backend.get_regs(self.vcpu)["cpsr"]
+            full = self.backend.get_reg("cpsr", self.vcpu)
             values = dict(values, cpsr=(full & ~0xFFFF_FFFF) | (values["cpsr"] & 0xFFFF_FFFF))
         try:
             self.backend.set_regs(values, self.vcpu)
@@ -190,7 +194,7 @@ class Target:
         return control | (GUESTDBG_SINGLESTEP if step else 0)
 
     def _pc(self) -> int:
-        return self.backend.get_regs(self.vcpu)["pc"]
+        return self.backend.get_reg("pc", self.vcpu)
 
     def _step_over(self, pc: int, *, no_watch: bool) -> Exit:
         """One step with whatever sits at pc (our BRK, a BRP on pc, and watchpoints if no_watch) out of the way."""

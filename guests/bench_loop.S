@@ -8,19 +8,24 @@
 // as built; the benchmark may patch it before `continue`):
 //     _start setup ......  8   (adrp, add, mov sp, adrp, add, adrp, ldr, mov)
 //     loop ..............  10 per iteration, 10 * N
-//     done ..............  3   (movz, movk, hvc: the hvc ends the run)
+//     done ..............  3   (movz, movk, smc: the smc ends the run)
 //     total ............. 10 * N + 11  = 100,000,011 for N = 10,000,000
 // The loop body has 2 loads and 2 stores per iteration, all to the first two
 // doublewords of `loop_data`; nothing else in RAM is touched (no stack use).
 //
 // Symbols for the benchmark:
 //     loop             the loop head (one iteration: loop .. the b.ne)
-//     done             the exit path (x0 = PSCI SYSTEM_OFF, hvc #0)
+//     done             the exit path (x0 = PSCI SYSTEM_OFF, smc #0)
+//
+// PSCI goes through SMC: the simulated core has no EL2, so HVC is UNDEFINED
+// there (unicorn raises it as an undefined instruction: SIGILL, not an exit).
 //     unused_code      64 nops, never executed: hardware breakpoint targets
 //     loop_iterations  N (one quad, on a page of its own, read once)
 //     loop_data        the 4 KiB page the loop reads and writes
 //     loop_data_spare  a doubleword on loop_data's page, 2 KiB away from the
 //                      loop's accesses, never read or written
+//     loop_data_near   the doubleword right after the two the loop updates,
+//                      never read or written
 //     far_data         a 4 KiB page the guest never touches
 //     stack_top        top of a 4 KiB stack (set up, unused)
 
@@ -63,7 +68,7 @@ loop:                                   // 10 instructions per iteration
 done:
     movz    x0, #(PSCI_SYSTEM_OFF & 0xffff)
     movk    x0, #(PSCI_SYSTEM_OFF >> 16), lsl #16
-    hvc     #0                          // the sim reports SYSTEM_OFF: gdb sees W00
+    smc     #0                          // the sim reports SYSTEM_OFF: gdb sees W00
 .Lhang:
     b       .Lhang
     .cfi_endproc
@@ -94,7 +99,12 @@ loop_iterations:
     .type   loop_data, %object
 loop_data:
     .quad   0, 0                        // the two doublewords the loop updates
-    .space  2048 - 16
+    .globl  loop_data_near
+    .type   loop_data_near, %object
+loop_data_near:
+    .quad   0                           // right next to them, never accessed
+    .size   loop_data_near, 8
+    .space  2048 - 24
     .globl  loop_data_spare
     .type   loop_data_spare, %object
 loop_data_spare:
