@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import mmap
 import struct
 import threading
 import time
@@ -35,9 +36,15 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_HOOK_CODE,
     UC_HOOK_INTR,
     UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_READ_PROT,
     UC_HOOK_MEM_WRITE,
+    UC_HOOK_MEM_WRITE_PROT,
     UC_MEM_WRITE,
+    UC_MEM_WRITE_PROT,
     UC_MODE_ARM,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
     Uc,
     UcError,
 )
@@ -68,7 +75,10 @@ RAM_BASE = 0x4000_0000
 UART_BASE = 0x0900_0000
 UART_SIZE = 0x1000
 _NEVER = (1 << 64) - 1  # an `until` address no A64 instruction can have (unaligned)
-_WATCH_MARGIN = 64  # bytes hooked below/above a watched range: one access is at most 64 bytes
+_PAGE_SIZE = 0x1000
+_RAM_CHUNK = 2 << 20
+_PAGE_MASK = _PAGE_SIZE - 1
+_PROT_FALSE_HITS_MAX = 256  # accesses to unwatched bytes of a protected page before it gets a ranged hook
 
 # QEMU exception numbers as unicorn's interrupt hook reports them.
 _EXCP_UDEF = 1
@@ -237,7 +247,13 @@ class SimBackend:
         self.far_policy = far_policy
         self._console = console
         self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
-        self._uc.mem_map(ram_base, ram_size)
+        # RAM is host memory we own (reads need no copy through unicorn), mapped in 2 MiB pieces: unicorn
+        # splits a region to protect one page of it, and a split of the whole RAM costs ~100 ms.
+        self._ram = mmap.mmap(-1, ram_size)
+        self._ram_view = memoryview(self._ram)
+        host = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
+        for off in range(0, ram_size, _RAM_CHUNK):
+            self._uc.mem_map_ptr(ram_base + off, min(_RAM_CHUNK, ram_size - off), UC_PROT_ALL, host + off)
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self._regfile = _RegBatch(self._uc, _REG_IDS)
@@ -254,6 +270,11 @@ class SimBackend:
         self._journal: list[tuple[int, bytes]] = []
         self._journal_low = 0
         self._snapshot: object | None = None
+        self._protected: dict[int, int] = {}  # watched page -> permissions taken away
+        self._hot_pages: set[int] = set()  # watched pages the guest touches too often to protect
+        self._false_hits: dict[int, int] = {}
+        self._rearm = False
+        self._uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT, self._on_protection)
         self._lock = threading.Lock()
         self._running = False
         self._kicked = False
@@ -297,7 +318,8 @@ class SimBackend:
 
     def read_memory(self, addr: int, size: int) -> bytes:
         self._check_range(addr, size)
-        return bytes(self._uc.mem_read(addr, size))
+        off = addr - self.ram_base
+        return bytes(self._ram_view[off : off + size])
 
     def write_memory(self, addr: int, data: bytes) -> None:
         self._check_range(addr, len(data))
@@ -336,6 +358,14 @@ class SimBackend:
         self._hooks_dirty = True
 
     def _apply_hooks(self) -> None:
+        """Turn the enabled debug registers into unicorn hooks and page protections.
+
+        Breakpoints: a code hook on each address (free elsewhere).  Watchpoints: each watched page is
+        protected against the watched kind of access, which costs nothing until the guest touches the
+        page; a page the guest keeps touching outside the watched bytes (``_PROT_FALSE_HITS_MAX`` times)
+        switches to a memory hook ranged to the watched bytes, which costs ~25% on every access but
+        calls Python only for those bytes.
+        """
         uc = self._uc
         for h in self._hooks:
             uc.hook_del(h)
@@ -353,16 +383,33 @@ class SimBackend:
                     watches.append(w)
         for addr in sorted(bps):
             self._hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr))
+        ram_end = self.ram_base + self.ram_size
+        protect: dict[int, int] = {}  # page -> permissions taken away
         for w in watches:
-            lo = max(w.start - _WATCH_MARGIN, 0)
-            hi = w.end - 1 + _WATCH_MARGIN
-            kinds = (UC_HOOK_MEM_READ if w.load else 0) | (UC_HOOK_MEM_WRITE if w.store else 0)
-            self._hooks.append(uc.hook_add(kinds, self._on_access, begin=lo, end=hi))
+            lo, hi = max(w.start, self.ram_base), min(w.end, ram_end)
+            for page in range(lo & ~_PAGE_MASK, hi, _PAGE_SIZE) if lo < hi else ():
+                if page in self._hot_pages:
+                    continue
+                protect[page] = (
+                    protect.get(page, 0) | (UC_PROT_READ if w.load else 0) | (UC_PROT_WRITE if w.store else 0)
+                )
+            hot = [pg for pg in self._hot_pages if lo < pg + _PAGE_SIZE and pg < hi]
+            if hot:
+                kinds = (UC_HOOK_MEM_READ if w.load else 0) | (UC_HOOK_MEM_WRITE if w.store else 0)
+                self._hooks.append(uc.hook_add(kinds, self._on_access, begin=w.start, end=w.end - 1))
+        for page in self._protected.keys() - protect.keys():
+            uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL)
+        for page, taken in protect.items():
+            if self._protected.get(page) != taken:
+                uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL & ~taken)
+        self._protected = protect
+        self._hot_pages &= {pg for w in watches for pg in range(w.start & ~_PAGE_MASK, w.end, _PAGE_SIZE)}
+        self._false_hits.clear()
         self._bp_addrs = bps
         self._watches = watches
         self._hooks_dirty = False
         # unicorn decides at translation time which blocks call hooks, and its TLB lets cached pages skip
-        # memory hooks: both caches must go when the hooks change.
+        # memory hooks and protections: both caches must go when these change.
         uc.ctl_flush_tb()
         uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
@@ -376,24 +423,28 @@ class SimBackend:
         if addr in self._bp_addrs and self._pending is None:
             self._stop(Exit(ExitReason.DEBUG, esr=ESR_BREAKPOINT, far=self._far))
 
-    def _on_access(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> None:
-        write = access == UC_MEM_WRITE
+    def _journal_access(self, uc: Any, addr: int, size: int, write: bool) -> None:
+        """Remember what one instruction's accesses overwrite, so a later hit by the same
+        instruction (the upper half of an stp) can undo the lower half."""
         pc = uc.reg_read(A.UC_ARM64_REG_PC)
         if pc != self._journal_pc:
             self._journal_pc = pc
             self._journal.clear()
             self._journal_low = addr
-            self._snapshot = None
         self._journal_low = min(self._journal_low, addr)
         if write:
             self._journal.append((addr, bytes(uc.mem_read(addr, size))))
-        if self._pending is not None:
-            return
-        el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
+
+    def _watch_hit(self, uc: Any, addr: int, size: int, write: bool) -> bool:
+        """Does this access hit an enabled watchpoint?  If so, record the exit as KVM reports it."""
+        el = None
         end = addr + size
         for w in self._watches:
-            if addr < w.end and w.start < end and (w.store if write else w.load) and (w.el1 if el else w.el0):
-                self._snapshot = uc.context_save()
+            if addr < w.end and w.start < end and (w.store if write else w.load):
+                if el is None:
+                    el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
+                if not (w.el1 if el else w.el0):
+                    continue
                 if self.far_policy is FarPolicy.WATCHED:
                     far = max(addr, w.start)
                 elif self.far_policy is FarPolicy.LOWEST:
@@ -401,8 +452,39 @@ class SimBackend:
                 else:
                     far = self._journal_low & ~0xF
                 self._far = far
+                self._snapshot = uc.context_save()
                 self._stop(Exit(ExitReason.DEBUG, esr=esr_watchpoint(write), far=far))
-                return
+                return True
+        return False
+
+    def _on_access(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> None:
+        """Ranged memory hook (hot pages): called before the access, which lands anyway: undone later."""
+        write = access == UC_MEM_WRITE
+        self._journal_access(uc, addr, size, write)
+        if self._pending is None:
+            self._watch_hit(uc, addr, size, write)
+
+    def _on_protection(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> bool:
+        """An access to a protected (watched) page.  Returning False aborts it before it happens
+        (a precise watchpoint exit); True lets it go on (unicorn skips a write, so we do it)."""
+        write = access == UC_MEM_WRITE_PROT
+        page = addr & ~_PAGE_MASK
+        if page not in self._protected and (addr + size - 1) & ~_PAGE_MASK not in self._protected:
+            return False  # a real protection fault: the guest's own business (not modelled)
+        self._journal_access(uc, addr, size, write)
+        if self._pending is None and self._watch_hit(uc, addr, size, write):
+            return False
+        if self._pending is not None:
+            return False
+        if write:
+            uc.mem_write(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+        n = self._false_hits.get(page, 0) + 1
+        self._false_hits[page] = n
+        if n == _PROT_FALSE_HITS_MAX:
+            self._hot_pages.add(page)  # this page is busy: a ranged hook is cheaper than faulting
+            self._rearm = True
+            uc.emu_stop()
+        return True
 
     def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(A.UC_ARM64_REG_PC)
@@ -456,24 +538,32 @@ class SimBackend:
                 self._kicked = False  # the stop served the kick
 
     def _run_once(self) -> Exit:
-        if self._hooks_dirty:
-            self._apply_hooks()
         uc = self._uc
-        self._pending = None
-        self._journal_pc = -1
-        self._journal.clear()
-        self._snapshot = None
         step = bool(self._control & GUESTDBG_SINGLESTEP)
-        if step and not self._last_was_step:
-            uc.ctl_flush_tb()  # blocks translated without unicorn's instruction counter would run on past 1
-        self._last_was_step = step
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-        try:
-            uc.emu_start(pc, _NEVER, count=1 if step else 0)
-        except UcError as e:
-            if self._pending is None:
-                return self._fault(e)
-        ex = self._pending
+        while True:
+            if self._hooks_dirty or self._rearm:
+                self._rearm = False
+                self._apply_hooks()
+            self._pending = None
+            self._journal_pc = -1
+            self._journal.clear()
+            self._snapshot = None
+            if step and not self._last_was_step:
+                uc.ctl_flush_tb()  # blocks translated without unicorn's instruction counter run on past 1
+            self._last_was_step = step
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            try:
+                uc.emu_start(pc, _NEVER, count=1 if step else 0)
+            except UcError as e:
+                if self._pending is None:
+                    return self._fault(e)
+            ex = self._pending
+            if ex is None and self._rearm and not step:
+                with self._lock:
+                    kicked = self._kicked
+                if not kicked:
+                    continue  # stopped only to move a busy page from protection to a ranged hook
+            break
         if ex is not None and ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
             self._undo_access()
         if ex is None:
@@ -518,4 +608,7 @@ class SimBackend:
             self._uc.emu_stop()
 
     def close(self) -> None:
-        pass
+        """Unmaps the guest; the backend is unusable afterwards."""
+        self._uc.mem_unmap(self.ram_base, self.ram_size)
+        self._ram_view.release()
+        self._ram.close()
