@@ -36,14 +36,12 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_HOOK_CODE,
     UC_HOOK_INTR,
     UC_HOOK_MEM_READ,
-    UC_HOOK_MEM_READ_PROT,
     UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_MEM_WRITE,
     UC_MEM_WRITE_PROT,
     UC_MODE_ARM,
     UC_PROT_ALL,
-    UC_PROT_READ,
     UC_PROT_WRITE,
     Uc,
     UcError,
@@ -274,7 +272,7 @@ class SimBackend:
         self._hot_pages: set[int] = set()  # watched pages the guest touches too often to protect
         self._false_hits: dict[int, int] = {}
         self._rearm = False
-        self._uc.hook_add(UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT, self._on_protection)
+        self._uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_protection)
         self._lock = threading.Lock()
         self._running = False
         self._kicked = False
@@ -360,11 +358,12 @@ class SimBackend:
     def _apply_hooks(self) -> None:
         """Turn the enabled debug registers into unicorn hooks and page protections.
 
-        Breakpoints: a code hook on each address (free elsewhere).  Watchpoints: each watched page is
-        protected against the watched kind of access, which costs nothing until the guest touches the
-        page; a page the guest keeps touching outside the watched bytes (``_PROT_FALSE_HITS_MAX`` times)
-        switches to a memory hook ranged to the watched bytes, which costs ~25% on every access but
-        calls Python only for those bytes.
+        Breakpoints: a code hook on each address (free elsewhere).  Write watchpoints: each watched page
+        is write-protected, which costs nothing until the guest writes to the page and gives a precise
+        exit (the store never happens); a page the guest keeps writing outside the watched bytes
+        (``_PROT_FALSE_HITS_MAX`` times) switches to a memory hook ranged to the watched bytes, which
+        costs ~25% on every access but calls Python only for those bytes.  Read watchpoints always use
+        a ranged hook.
         """
         uc = self._uc
         for h in self._hooks:
@@ -386,17 +385,18 @@ class SimBackend:
         ram_end = self.ram_base + self.ram_size
         protect: dict[int, int] = {}  # page -> permissions taken away
         for w in watches:
+            if w.load:  # unicorn caches a page as readable once a read-protection hook lets a load through,
+                # so loads are watched with a ranged hook on the watched bytes only
+                self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ, self._on_access, begin=w.start, end=w.end - 1))
+            if not w.store:
+                continue
             lo, hi = max(w.start, self.ram_base), min(w.end, ram_end)
-            for page in range(lo & ~_PAGE_MASK, hi, _PAGE_SIZE) if lo < hi else ():
-                if page in self._hot_pages:
-                    continue
-                protect[page] = (
-                    protect.get(page, 0) | (UC_PROT_READ if w.load else 0) | (UC_PROT_WRITE if w.store else 0)
-                )
-            hot = [pg for pg in self._hot_pages if lo < pg + _PAGE_SIZE and pg < hi]
-            if hot:
-                kinds = (UC_HOOK_MEM_READ if w.load else 0) | (UC_HOOK_MEM_WRITE if w.store else 0)
-                self._hooks.append(uc.hook_add(kinds, self._on_access, begin=w.start, end=w.end - 1))
+            pages = range(lo & ~_PAGE_MASK, hi, _PAGE_SIZE) if lo < hi else range(0)
+            for page in pages:
+                if page not in self._hot_pages:
+                    protect[page] = UC_PROT_WRITE
+            if any(page in self._hot_pages for page in pages):
+                self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE, self._on_access, begin=w.start, end=w.end - 1))
         for page in self._protected.keys() - protect.keys():
             uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL)
         for page, taken in protect.items():
@@ -465,9 +465,11 @@ class SimBackend:
             self._watch_hit(uc, addr, size, write)
 
     def _on_protection(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> bool:
-        """An access to a protected (watched) page.  Returning False aborts it before it happens
-        (a precise watchpoint exit); True lets it go on (unicorn skips a write, so we do it)."""
+        """A write to a write-protected (watched) page.  Returning False aborts it before it happens
+        (a precise watchpoint exit); True lets it go on (unicorn then skips the write, so we do it)."""
         write = access == UC_MEM_WRITE_PROT
+        if not write:
+            return False  # only writes are watched through protection
         page = addr & ~_PAGE_MASK
         if page not in self._protected and (addr + size - 1) & ~_PAGE_MASK not in self._protected:
             return False  # a real protection fault: the guest's own business (not modelled)

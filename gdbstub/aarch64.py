@@ -129,3 +129,34 @@ def decode_g(text: str) -> dict[str, int]:
             continue
         out[r.name] = decode_reg(i, chunk)
     return out
+
+
+MAX_ACCESS = 64  # the widest single data access: LD4/ST4 of four Q registers, DC ZVA of a 64-byte block
+
+
+def access_size(insn: int) -> int:
+    """The most bytes one A64 instruction can access in memory (ARM ARM C4.1.66 "Loads and Stores").
+
+    Used to tell a real watchpoint hit from a hit on the padding of an approximate watch cover when
+    FAR lies below the watched bytes: an access of N bytes at FAR cannot reach FAR + N.  Anything not
+    decoded here (SIMD structures, cache maintenance, unknown encodings) gets the safe maximum.
+    """
+    v = (insn >> 26) & 1
+    if insn & 0x3A000000 == 0x28000000:  # load/store pair (all addressing modes)
+        opc = insn >> 30
+        if v:
+            return {0: 8, 1: 16, 2: 32}.get(opc, MAX_ACCESS)
+        return 8 if opc in (0, 1) else 16
+    if insn & 0x3A000000 == 0x38000000:  # single register: offsets, pre/post index, atomics
+        size = insn >> 30
+        if v and size == 0 and (insn >> 23) & 1:
+            return 16  # Q register
+        return 1 << size
+    if insn & 0x3F000000 == 0x08000000:  # exclusive / acquire-release (pair form doubles the size)
+        return (1 << (insn >> 30)) * (2 if (insn >> 21) & 1 else 1)
+    if insn & 0x3B000000 == 0x18000000:  # load literal
+        opc = insn >> 30
+        if v:
+            return {0: 4, 1: 8, 2: 16}.get(opc, MAX_ACCESS)
+        return 8 if opc == 1 else 4
+    return MAX_ACCESS

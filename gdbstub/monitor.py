@@ -26,5 +26,13 @@ def run_command(target: Target, command: str) -> str:
         lines += [f"note: {n}" for n in c.notes]
         return "\n".join(lines)
     if words[0] == "slots":
-        return "\n".join(target.slots.describe())
+        current = target.slots.describe()
+        if target.slots.points() or not target.last_run_slots:
+            return "\n".join(current)
+        # gdb removes every point while the guest is stopped (unless `set breakpoint always-inserted on`):
+        # what the user wants to see is how the slots were programmed while the guest ran.
+        return "\n".join(
+            ["all slots free now (gdb removes its points while stopped); during the last run:"]
+            + ["  " + line for line in target.last_run_slots]
+        )
     return f"unknown monitor command {words[0]!r}\n{HELP}"

@@ -261,15 +261,16 @@ class SlotTable:
             return False
         return any(c.start <= far < c.end for a in every for c in a.chunks)
 
-    def watch_for(self, far: int, is_write: bool | None = None) -> GdbPoint | None:
+    def watch_for(self, far: int, is_write: bool | None = None, access_size: int = MAX_ACCESS_BYTES) -> GdbPoint | None:
         """The watch point a watchpoint exit with FAR = ``far`` belongs to, or None for
         a padding hit that the caller should step over without telling gdb.
 
         FAR is the lowest address accessed or a watched byte the access touched, and
         may lie below the watched range (stp/ldp, stp q, DC ZVA on some cores):
         1. a point whose range holds ``far`` wins;
-        2. else a point starting less than MAX_ACCESS_BYTES (64) above ``far`` may have
-           been reached by a wide access: the nearest such point wins;
+        2. else a point starting less than ``access_size`` above ``far`` may have been
+           reached by a wide access: the nearest such point wins (the caller passes the
+           size the trapped instruction can access, when it knows it; 64 bytes otherwise);
         3. else, if ``far`` is padding of an approximate cover, no point can have been
            touched: None;
         4. else the nearest point by distance (Linux's rule), None if there are none.
@@ -297,7 +298,7 @@ class SlotTable:
         inside = [a for a in cands if a.start <= far < a.end]
         if inside:
             return min(inside, key=other_direction).point
-        reach = [a for a in cands if a.start - MAX_ACCESS_BYTES < far < a.start]
+        reach = [a for a in cands if a.start - access_size < far < a.start]
         if reach:
             return min(reach, key=lambda a: (distance(a), other_direction(a))).point
         if self.is_padding(far) or not cands:

@@ -86,6 +86,7 @@ class Target:
         self.last_stop = StopEvent(GDB_SIGTRAP, detail="halted at entry")
         self.exited = False
         self._pushed: tuple[int, int] | None = None  # (control, slots.generation) last given to the backend
+        self.last_run_slots: list[str] = []  # `monitor slots` while stopped: gdb has removed its points by then
         self._interrupt = threading.Event()
 
     # ---- registers and memory (guest stopped) ---------------------------------------------------
@@ -186,6 +187,8 @@ class Target:
             return
         self.backend.set_guest_debug(control, regs if regs is not None else self.slots.debug_regs(), self.vcpu)
         self._pushed = key if regs is None else None
+        if regs is None and control:
+            self.last_run_slots = self.slots.describe()
 
     def _control(self, step: bool) -> int:
         control = GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP
@@ -228,10 +231,11 @@ class Target:
         parked_on_watch = self.last_stop.kind in (StopKind.WATCH, StopKind.RWATCH, StopKind.AWATCH)
         if pc in self.sw_breakpoints or self.slots.breakpoint_at(pc) is not None or parked_on_watch:
             # The guest sits on something that would re-fire at once (KVM behaves the same): step over it.
-            ex = self._step_over(pc, no_watch=parked_on_watch)
-            stop = self._decode(ex, stepping=True)
-            if stop is not None or step:
-                return stop or StopEvent(GDB_SIGTRAP)
+            stop = self._decode(self._step_over(pc, no_watch=parked_on_watch), stepping=step)
+            if stop is not None:
+                return stop
+            if step:
+                return StopEvent(GDB_SIGTRAP)
         while True:
             if self._interrupt.is_set():
                 return StopEvent(GDB_SIGINT)
@@ -240,14 +244,21 @@ class Target:
             stop = self._decode(ex, stepping=step)
             if stop is not None:
                 return stop
-            if step:  # an invisible event (padding hit) consumed the step: step over it and report the step
-                ex = self._step_over(self._pc(), no_watch=True)
-                return self._decode(ex, stepping=True) or StopEvent(GDB_SIGTRAP)
             if ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
-                ex = self._step_over(self._pc(), no_watch=True)  # padding hit: gdb never sees it
-                stop = self._decode(ex, stepping=True)
+                # a hit on padding of an approximate cover: step over it unseen
+                stop = self._decode(self._step_over(self._pc(), no_watch=True), stepping=step)
                 if stop is not None:
                     return stop
+            if step:  # the step was consumed by an invisible event
+                return StopEvent(GDB_SIGTRAP)
+
+    def _access_size(self) -> int:
+        """How far the trapped load/store can reach (the guest is parked on it)."""
+        try:
+            insn = int.from_bytes(self.backend.read_memory(self._pc(), 4), "little")
+        except GuestMemoryError:
+            return aarch64.MAX_ACCESS
+        return aarch64.access_size(insn)
 
     def _decode(self, ex: Exit, *, stepping: bool) -> StopEvent | None:
         """Turn a backend exit into the stop gdb sees, or None for an exit gdb must not see."""
@@ -264,7 +275,7 @@ class Target:
         if ec == EC_BREAKPT_LOW:
             return StopEvent(GDB_SIGTRAP, StopKind.HWBREAK)
         if ec == EC_WATCHPT_LOW:
-            point = self.slots.watch_for(ex.far)
+            point = self.slots.watch_for(ex.far, bool(ex.esr & 0x40), self._access_size())
             if point is None:
                 return None
             return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=f"far={ex.far:#x}")
