@@ -77,6 +77,15 @@ _PAGE_SIZE = 0x1000
 _RAM_CHUNK = 2 << 20
 _PAGE_MASK = _PAGE_SIZE - 1
 _PROT_FALSE_HITS_MAX = 256  # accesses to unwatched bytes of a protected page before it gets a ranged hook
+# How far below a watch an instruction that reaches the watched bytes may start (the widest A64 access,
+# st4/ld4 of four q registers, is 64 bytes): its earlier accesses there must be seen to be undone.
+_ACCESS_MARGIN = 64
+# Ranged hooks match an access by its start address, and unicorn reports accesses of at most 8 bytes
+# (wider ones arrive in pieces): 7 bytes below a watch catch every access that overlaps it.  Earlier
+# pieces of the same instruction further below are not seen, so a read watch or a busy page's write
+# watch may leave them done at the exit (gdb never sees that: it steps over the access before it
+# reports).  A wider margin would call Python for every access near a watch (~100x slower there).
+_HOOK_MARGIN = 7
 
 # QEMU exception numbers as unicorn's interrupt hook reports them.
 _EXCP_UDEF = 1
@@ -154,13 +163,19 @@ class _RegBatch:
         except (ImportError, AttributeError):
             self._lib = None
 
-    def read(self) -> list[int]:
+    def raw(self) -> bytes:
+        """The registers as 16 little-endian bytes each: cheap to take and to compare."""
         if self._lib is None:
-            return [v if isinstance(v, int) else 0 for v in self._uc.reg_read_batch(self._ids)]
+            return b"".join(v.to_bytes(16, "little") for v in self.read())
         ctypes.memset(self._buf, 0, 16 * self._n)  # 32-bit registers fill only their low bytes
         if self._lib.uc_reg_read_batch(self._handle, self._c_ids, self._ptrs, self._n) != 0:
             raise BackendError("reading registers failed")
-        words = self._fmt.unpack(self._buf.raw)
+        return self._buf.raw
+
+    def read(self) -> list[int]:
+        if self._lib is None:
+            return [v if isinstance(v, int) else 0 for v in self._uc.reg_read_batch(self._ids)]
+        words = self._fmt.unpack(self.raw())
         return [words[i] | words[i + 1] << 64 for i in range(0, 2 * self._n, 2)]
 
 
@@ -255,16 +270,19 @@ class SimBackend:
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         self._regfile = _RegBatch(self._uc, _REG_IDS)
+        self._keyfile = _RegBatch(self._uc, _REG_IDS[:34])  # x0-x30, sp, pc, cpsr
         self._last_was_step = False
         self._control = 0
         self._dbg = DebugRegs()
         self._hooks: list[int] = []
         self._hooks_dirty = False
-        self._bp_addrs: set[int] = set()
+        self._bp_addrs: dict[int, int] = {}  # address -> PMC bits of its breakpoints (0b01 EL1, 0b10 EL0)
         self._watches: list[_Watch] = []
         self._pending: Exit | None = None
         self._far = 0  # KVM writes far only on watchpoint exits: other exits keep the stale value
         self._journal_pc = -1
+        self._journal_key = b""
+        self._journal_regs: list[int] = []
         self._journal: list[tuple[int, bytes]] = []
         self._journal_low = 0
         self._snapshot: object | None = None
@@ -350,10 +368,13 @@ class SimBackend:
             raise BackendError(f"invalid guest-debug control bits {control & ~GUESTDBG_VALID_MASK:#x} (EINVAL)")
         if not control & GUESTDBG_ENABLE:
             control = 0
-        if control & GUESTDBG_USE_HW and regs is not None:
+        hw_before = self._control & GUESTDBG_USE_HW
+        if control & GUESTDBG_USE_HW and regs is not None and regs != self._dbg:
             self._dbg = regs.copy()  # copied unchecked, as KVM does; slots past the count are never loaded
-        self._control = control
-        self._hooks_dirty = True
+            self._hooks_dirty = True
+        if (control & GUESTDBG_USE_HW) != hw_before:
+            self._hooks_dirty = True
+        self._control = control  # SINGLESTEP alone needs no new hooks
 
     def _apply_hooks(self) -> None:
         """Turn the enabled debug registers into unicorn hooks and page protections.
@@ -369,13 +390,13 @@ class SimBackend:
         for h in self._hooks:
             uc.hook_del(h)
         self._hooks.clear()
-        bps: set[int] = set()
+        bps: dict[int, int] = {}
         watches: list[_Watch] = []
         if self._control & GUESTDBG_USE_HW:
             for i in range(self.brps):
                 addr = decode_breakpoint(self._dbg.bcr[i], self._dbg.bvr[i])
                 if addr is not None:
-                    bps.add(addr)
+                    bps[addr] = bps.get(addr, 0) | (self._dbg.bcr[i] >> 1) & 0b11
             for i in range(self.wrps):
                 w = decode_watchpoint(self._dbg.wcr[i], self._dbg.wvr[i])
                 if w is not None:
@@ -385,25 +406,30 @@ class SimBackend:
         ram_end = self.ram_base + self.ram_size
         protect: dict[int, int] = {}  # page -> permissions taken away
         for w in watches:
+            near = max(w.start - _HOOK_MARGIN, 0)
             if w.load:  # unicorn caches a page as readable once a read-protection hook lets a load through,
-                # so loads are watched with a ranged hook on the watched bytes only
-                self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ, self._on_access, begin=w.start, end=w.end - 1))
+                # so loads are watched with a ranged hook on the watched bytes (and the margin below them)
+                self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ, self._on_access, begin=near, end=w.end - 1))
             if not w.store:
                 continue
-            lo, hi = max(w.start, self.ram_base), min(w.end, ram_end)
+            lo, hi = max(w.start - _ACCESS_MARGIN, self.ram_base), min(w.end, ram_end)
             pages = range(lo & ~_PAGE_MASK, hi, _PAGE_SIZE) if lo < hi else range(0)
             for page in pages:
                 if page not in self._hot_pages:
                     protect[page] = UC_PROT_WRITE
-            if any(page in self._hot_pages for page in pages):
-                self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE, self._on_access, begin=w.start, end=w.end - 1))
+            # a busy page holding watched bytes gets a ranged hook; a busy page below them (protected
+            # only to undo the lower part of an access crossing into them) is simply left alone
+            if any(page in self._hot_pages and page + _PAGE_SIZE > w.start for page in pages):
+                self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE, self._on_access, begin=near, end=w.end - 1))
         for page in self._protected.keys() - protect.keys():
             uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL)
         for page, taken in protect.items():
             if self._protected.get(page) != taken:
                 uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL & ~taken)
         self._protected = protect
-        self._hot_pages &= {pg for w in watches for pg in range(w.start & ~_PAGE_MASK, w.end, _PAGE_SIZE)}
+        self._hot_pages &= {
+            pg for w in watches for pg in range(max(w.start - _ACCESS_MARGIN, 0) & ~_PAGE_MASK, w.end, _PAGE_SIZE)
+        }
         self._false_hits.clear()
         self._bp_addrs = bps
         self._watches = watches
@@ -420,15 +446,21 @@ class SimBackend:
         self._uc.emu_stop()
 
     def _on_breakpoint(self, uc: Uc, addr: int, size: int, _ud: object) -> None:
-        if addr in self._bp_addrs and self._pending is None:
+        pmc = self._bp_addrs.get(addr, 0)
+        if pmc and self._pending is None and pmc & (0b01 if (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3 else 0b10):
             self._stop(Exit(ExitReason.DEBUG, esr=ESR_BREAKPOINT, far=self._far))
 
     def _journal_access(self, uc: Any, addr: int, size: int, write: bool) -> None:
-        """Remember what one instruction's accesses overwrite, so a later hit by the same
-        instruction (the upper half of an stp) can undo the lower half."""
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-        if pc != self._journal_pc:
-            self._journal_pc = pc
+        """Remember what one execution of one instruction overwrites, so a later hit by the same
+        execution (the upper half of an stp) can undo the lower half.  An execution is known by its PC and
+        general registers: a loop re-running one store changes some of them between executions, while an
+        instruction changes none before its last access (QEMU loads a GPR pair through a temporary)."""
+        key = self._keyfile.raw()
+        if key != self._journal_key:
+            self._journal_key = key
+            self._journal_pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            # a load may write a vector register before its last access (ldp q0, q1): keep them all
+            self._journal_regs = [] if write else self._regfile.read()
             self._journal.clear()
             self._journal_low = addr
         self._journal_low = min(self._journal_low, addr)
@@ -548,6 +580,7 @@ class SimBackend:
                 self._apply_hooks()
             self._pending = None
             self._journal_pc = -1
+            self._journal_key = b""
             self._journal.clear()
             self._snapshot = None
             if step and not self._last_was_step:
@@ -578,6 +611,9 @@ class SimBackend:
         """A watchpoint is taken before the access: put back what the instruction changed."""
         if self._snapshot is not None:
             self._uc.context_restore(self._snapshot)
+        if self._journal_regs:  # a load opened the journal: registers as they were before it
+            for reg, value in zip(_REG_IDS, self._journal_regs, strict=True):
+                self._uc.reg_write(reg, value)
         for addr, old in reversed(self._journal):
             self._uc.mem_write(addr, old)
         self._uc.reg_write(A.UC_ARM64_REG_PC, self._journal_pc)

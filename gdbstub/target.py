@@ -87,6 +87,7 @@ class Target:
         self.exited = False
         self._pushed: tuple[int, int] | None = None  # (control, slots.generation) last given to the backend
         self.last_run_slots: list[str] = []  # `monitor slots` while stopped: gdb has removed its points by then
+        self._described = -1
         self._interrupt = threading.Event()
 
     # ---- registers and memory (guest stopped) ---------------------------------------------------
@@ -187,8 +188,9 @@ class Target:
             return
         self.backend.set_guest_debug(control, regs if regs is not None else self.slots.debug_regs(), self.vcpu)
         self._pushed = key if regs is None else None
-        if regs is None and control:
+        if regs is None and control and self._described != self.slots.generation:
             self.last_run_slots = self.slots.describe()
+            self._described = self.slots.generation
 
     def _control(self, step: bool) -> int:
         control = GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP

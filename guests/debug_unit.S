@@ -91,10 +91,20 @@ case_hvc:                               // hvc #0 with the caller's x0
     str     w1, [x0]
     endcase case_str_w_straddle
 
+// w1 = [x0] (4 bytes; the tests use an address = 6 mod 8)
+    case    case_ldr_w_straddle
+    ldr     w1, [x0]
+    endcase case_ldr_w_straddle
+
 // [x0] = q0, [x0 + 16] = q1 (32 bytes)
     case    case_stp_q
     stp     q0, q1, [x0]
     endcase case_stp_q
+
+// q0 = [x0], q1 = [x0 + 16] (32 bytes)
+    case    case_ldp_q
+    ldp     q0, q1, [x0]
+    endcase case_ldp_q
 
 // [x0] = q0 (16 bytes)
     case    case_str_q

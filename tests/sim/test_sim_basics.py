@@ -11,6 +11,7 @@ import pytest
 from backends.api import (
     GUESTDBG_ENABLE,
     BackendError,
+    Exit,
     ExitReason,
     GuestMemoryError,
 )
@@ -206,7 +207,7 @@ def test_access_outside_memory(vm: SimBackend, debug_unit: Guest, case: str, add
 def test_kick_stops_a_running_guest(vm: SimBackend, debug_unit: Guest) -> None:
     spin = debug_unit["case_spin"]
     vm.set_regs({"pc": spin})
-    result: list[object] = []
+    result: list[Exit] = []
 
     def runner() -> None:
         result.append(vm.run())
@@ -221,7 +222,7 @@ def test_kick_stops_a_running_guest(vm: SimBackend, debug_unit: Guest) -> None:
     assert not t.is_alive(), "run() did not return within 2 s of kick()"
     assert time.monotonic() - start < 2.0
     (ex,) = result
-    assert ex.reason is ExitReason.INTERRUPTED  # type: ignore[attr-defined]
+    assert ex.reason is ExitReason.INTERRUPTED
     assert vm.get_reg("pc") == spin
     # the kick is consumed: the next run executes
     vm.set_regs({"pc": debug_unit["case_nop_bp"]})
