@@ -312,10 +312,11 @@ class SimBackend:
         self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
 
     def capabilities(self) -> Capabilities:
+        dfr0 = self.id_aa64dfr0()  # KVM_CAP_GUEST_DEBUG_HW_BPS/WPS: the ID register's fields + 1
         return Capabilities(
             arch="aarch64",
-            hw_breakpoints=self.brps,
-            hw_watchpoints=self.wrps,
+            hw_breakpoints=((dfr0 >> 12) & 0xF) + 1,
+            hw_watchpoints=((dfr0 >> 20) & 0xF) + 1,
             notes=(
                 "simulated core (unicorn): breakpoints BT=0000 unlinked address match; "
                 "watchpoints WT=0 (linked types are accepted and never fire)",

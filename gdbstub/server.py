@@ -17,7 +17,7 @@ import trio
 
 from gdbstub.monitor import run_command
 from gdbstub.rsp import BadPacket, Connection, Interrupt, Oversized, Packet
-from gdbstub.session import Detach, Kill, Resume, Session
+from gdbstub.session import E_INVAL, Detach, Kill, Resume, Session
 from gdbstub.target import StopEvent, Target
 
 log = logging.getLogger("gdbstub.server")
@@ -146,7 +146,7 @@ class _Client:
         elif isinstance(ev, BadPacket):
             log.info("bad packet from client: %s", ev.reason)
             if not ev.reason.startswith(("checksum", "malformed checksum")) and not self.running:
-                self.conn.send(b"E16")  # acked but undecodable: answer, or gdb waits for a reply
+                self.conn.send(E_INVAL)  # acked but undecodable: answer, or gdb waits for a reply
         elif self.running or self.finished:
             self.queued.append(ev)
         else:
@@ -154,7 +154,7 @@ class _Client:
 
     def process(self, ev: Packet | Oversized) -> None:
         if isinstance(ev, Oversized):
-            self.conn.send(b"E16")
+            self.conn.send(E_INVAL)
             return
         log.debug("<- %r", ev.data[:200])
         reply = self.session.handle(ev.data)

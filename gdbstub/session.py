@@ -41,12 +41,13 @@ class Kill:
 Reply = bytes | Resume | Detach | Kill | None
 Handler = Callable[["Session", bytes], Reply]
 
-E_INVAL = b"E16"  # EINVAL (22) in hex
-E_FAULT = b"E0e"  # EFAULT (14)
+# Errors are `E` + the errno as two decimal digits, as QEMU's gdbstub answers (E14 bad address,
+# E22 bad request, E28 no slot left); gdb shows its own message whatever the number.
+E_INVAL = b"E22"
 
 
 def _err(errno: int) -> bytes:
-    return b"E%02x" % (errno & 0xFF)
+    return b"E%02d" % (errno % 100)
 
 
 def _hex(text: bytes) -> int:

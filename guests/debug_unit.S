@@ -86,6 +86,11 @@ case_hvc:                               // hvc #0 with the caller's x0
     strb    w1, [x0]
     endcase case_strb_unaligned
 
+// zero the 64-byte block at x0 (DC ZVA; DCZID_EL0 gives 64 bytes on this core)
+    case    case_dc_zva
+    dc      zva, x0
+    endcase case_dc_zva
+
 // [x0] = w1 (4 bytes; the tests use an address = 6 mod 8)
     case    case_str_w_straddle
     str     w1, [x0]

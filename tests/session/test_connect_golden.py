@@ -37,7 +37,7 @@ CONNECT = [
     (b"Hc-1", b"OK"),
     (b"qOffsets", b"Text=0;Data=0;Bss=0"),
     (b"m40000000,4", b"200000b0"),
-    (b"m3ffffffc,4", b"E0e"),
+    (b"m3ffffffc,4", b"E14"),
     (b"qSymbol::", b""),
 ]  # fmt: skip
 
@@ -101,7 +101,7 @@ def test_g_reply_is_788_bytes_and_round_trips(session: tuple[Session, Connection
     changed = g[:16] + b"efbeadde00000000" + g[32:]  # x1 = 0xdeadbeef
     assert s.handle(b"G" + changed) == b"OK"
     assert s.handle(b"p1") == b"efbeadde00000000"
-    assert s.handle(b"G" + changed[:-2]) == b"E16"  # wrong length: refused, nothing changed
+    assert s.handle(b"G" + changed[:-2]) == b"E22"  # wrong length: refused, nothing changed
     assert s.handle(b"p1") == b"efbeadde00000000"
 
 

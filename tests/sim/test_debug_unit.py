@@ -1008,3 +1008,25 @@ def test_read_watch_inside_a_loop_stops_at_once(vm: SimBackend, g: Guest, lsc: i
     assert (vm.get_reg("x11"), vm.get_reg("x13")) == (5, SENTINEL)
     assert vm.read_memory(page + HOT_BUSY, 8) == u64(NEW2)  # the str before it ran
     assert vm.read_memory(page + HOT_COUNTER, 8) == bytes(8)  # the add/str after it did not
+
+
+@pytest.mark.parametrize("policy", FAR_POLICIES)
+@pytest.mark.parametrize("watch_off", [0, 8, 56])
+def test_dc_zva_touching_a_watched_byte_hits(g: Guest, policy: FarPolicy, watch_off: int) -> None:
+    """DC ZVA writes a whole 64-byte block: a write watch on any doubleword of it hits, before anything
+    is zeroed, with PC on the DC ZVA."""
+    vm = SimBackend(g.image, far_policy=policy)
+    try:
+        x, buf = g["case_dc_zva"], g["mask_area"] + 64
+        fill(vm, g["mask_area"], 192)
+        vm.set_guest_debug(HW, debug_regs(wps=[(buf + watch_off, wcr(STORE))]))
+        at(vm, x, x0=buf)
+        ex = vm.run()
+        assert summary(vm, ex) == (ExitReason.DEBUG, ESR_WATCH_WRITE, x)
+        assert ex.far == expected_far(policy, buf, buf + watch_off)
+        assert vm.read_memory(g["mask_area"], 192) == u64(OLD) * 24
+        vm.set_guest_debug(HW | STEP, debug_regs())
+        assert summary(vm, vm.run()) == (ExitReason.DEBUG, ESR_STEP, x + 4)
+        assert vm.read_memory(buf, 64) == bytes(64)
+    finally:
+        vm.close()
