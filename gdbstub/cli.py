@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import ipaddress
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
@@ -14,7 +17,9 @@ from pathlib import Path
 
 import trio
 
-from backends.elf import ImageError, load_image
+from backends.elf import Image, ImageError, load_image
+from gdbstub.logfmt import LEVELS, Quoted, ReopenableFileHandler, kv, setup_logging
+from gdbstub.transcript import Recorder
 
 log = logging.getLogger("gdbstub")
 
@@ -86,17 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="watched",
         help="which address the simulated core reports in FAR on a watchpoint hit",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="accept a --listen address that is not loopback (a gdb client gets full control of the guest)",
+    )
+    serve.add_argument("--log-level", default="info", choices=LEVELS, help="least severe log lines kept")
+    serve.add_argument("--log-file", metavar="PATH", help="append the log here instead of stderr (SIGHUP reopens it)")
+    serve.add_argument("--pidfile", metavar="PATH", help="write the server's pid here; refuse if it names a live one")
+    serve.add_argument("--daemon", action="store_true", help="detach into the background (needs --log-file)")
+    serve.add_argument("--record", metavar="DIR", help="write a transcript of every connection to DIR (for replay)")
     return parser  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return serve(args)
 
 
@@ -106,10 +116,35 @@ def _fail(message: str) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Check everything a user can get wrong while the terminal is still there, then serve (maybe detached)."""
     from backends.api import BackendError
     from backends.sim import FarPolicy, SimBackend
+    from gdbstub import daemon
     from gdbstub.server import Server
     from gdbstub.target import Target
+
+    if args.daemon and not args.log_file:
+        return _fail("--daemon needs --log-file: a daemon has no terminal to log to")
+    if not args.unix:
+        refusal = _remote_refusal(args.listen[0], args.allow_remote)
+        if refusal:
+            return _fail(refusal)
+    # Absolute paths: a daemon works from /, and the cleanup at exit must find the same files.
+    pidfile = Path(os.path.abspath(args.pidfile)) if args.pidfile else None
+    log_file = os.path.abspath(args.log_file) if args.log_file else None
+    unix_path = os.path.abspath(args.unix) if args.unix else None
+    if pidfile is not None:
+        try:
+            daemon.check_pidfile(pidfile)
+        except daemon.PidfileError as e:
+            return _fail(str(e))
+    # SIGTERM/SIGINT/SIGHUP wait (blocked) until the event loop owns them: a signal during start-up is
+    # then handled as a clean shutdown instead of killing us between writing the pidfile and serving.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        handler = setup_logging(args.log_level, log_file)
+    except OSError as e:
+        return _fail(f"cannot open log file {log_file}: {e.strerror or e}")
 
     path = Path(args.image) if args.image else demo_image_path()
     try:
@@ -117,12 +152,13 @@ def serve(args: argparse.Namespace) -> int:
     except ImageError as e:
         return _fail(str(e))
 
+    uart = logging.getLogger("gdbstub.guest")
     console_line = bytearray()
 
     def console(data: bytes) -> None:
         console_line.extend(data)
         if data == b"\n" or len(console_line) > 256:
-            logging.getLogger("gdbstub.guest").info("uart: %s", console_line.decode(errors="replace").rstrip("\n"))
+            uart.info(kv("uart", text=Quoted(console_line.decode(errors="replace").rstrip("\n"))))
             console_line.clear()
 
     try:
@@ -141,27 +177,124 @@ def serve(args: argparse.Namespace) -> int:
         listeners = _listeners(args)
     except OSError as e:
         where = args.unix or f"{args.listen[0]}:{args.listen[1]}"
-        reason = "address already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        tcp_busy = e.errno == errno.EADDRINUSE and not args.unix
+        reason = "address already in use" if tcp_busy else (e.strerror or str(e))
         return _fail(f"cannot listen on {where}: {reason}")
 
-    sock = listeners[0].socket
-    addr = sock.getsockname()
-    where = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else args.unix
-    print(f"gdbstub: listening on {where}", flush=True)
-    print(f"gdbstub: guest image {image.path} (aarch64, entry {image.entry:#x}), halted at entry", flush=True)
-    target_arg = where if isinstance(addr, tuple) else args.unix
-    print(f"gdbstub: attach with: gdb-multiarch {image.path} -ex 'target remote {target_arg}'", flush=True)
-    try:
-        trio.run(Server(target).serve, listeners)
-    except KeyboardInterrupt:
-        print("gdbstub: stopped", file=sys.stderr)
-    finally:
-        if args.unix:
+    addr = listeners[0].socket.getsockname()
+    if isinstance(addr, tuple):
+        where = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"  # gdb's IPv6 form
+    else:
+        where = args.unix
+    banner = [
+        f"gdbstub: listening on {where}",
+        f"gdbstub: guest image {image.path} (aarch64, entry {image.entry:#x}), halted at entry",
+        f"gdbstub: attach with: gdb-multiarch {image.path} -ex 'target remote {where}'",
+    ]
+    readiness: daemon.Readiness | None = None
+    if args.daemon:
+        keep = [ln.socket.fileno() for ln in listeners]
+        if isinstance(handler, ReopenableFileHandler) and handler.stream is not None:
+            keep.append(handler.stream.fileno())
+        detached = daemon.detach(keep)
+        if isinstance(detached, int):  # the original process: the daemon serves, or said why not
+            if detached == 0:
+                print("\n".join(banner), flush=True)
+                print(f"gdbstub: running as a daemon (pidfile {pidfile or 'none'}, log {log_file})", flush=True)
+            else:
+                _remove_unix_socket(unix_path)
+            return detached
+        readiness = detached
+
+    def on_ready() -> str | None:
+        if pidfile is not None:
             try:
-                os.unlink(args.unix)
-            except OSError:
-                pass
-    return 0
+                daemon.write_pidfile(pidfile)
+            except OSError as e:
+                return f"cannot write pidfile {pidfile}: {e.strerror or e}"
+        log.info(kv("start", pid=os.getpid(), listen=where, image=str(image.path), daemon=bool(args.daemon)))
+        if args.allow_remote and not args.unix and _remote_refusal(args.listen[0], False):
+            log.warning(kv("remote", listen=where, note="not loopback: any peer that reaches it controls the guest"))
+        if readiness is not None:
+            readiness.ready()
+        else:
+            print("\n".join(banner), flush=True)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        return None
+
+    server = Server(target, recorder=_recorder(args, image))
+    reopen = handler.reopen if isinstance(handler, ReopenableFileHandler) else None
+    code = 0
+    try:
+        error = trio.run(lambda: daemon.run(server, listeners, on_ready=on_ready, reopen_log=reopen))
+        if error is not None:
+            code = 2
+            if readiness is not None:
+                readiness.failed(error)
+            else:
+                _fail(error)
+    except BaseException as e:
+        log.error(kv("error", error=f"{type(e).__name__}: {e}"))
+        if readiness is not None:
+            readiness.failed(f"{type(e).__name__}: {e} (see the log file)")
+        raise
+    finally:
+        if pidfile is not None:
+            daemon.remove_pidfile(pidfile)
+        _remove_unix_socket(unix_path)
+    log.info(kv("exit", code=code))
+    return code
+
+
+_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _remove_unix_socket(path: str | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _remote_refusal(host: str, allow_remote: bool) -> str | None:
+    """Why --listen HOST is refused (None if it is loopback, or --allow-remote accepts it): a gdbstub
+    hands whoever connects full control of the guest, so only local clients are accepted by default."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as e:
+        return f"cannot listen on {host}: {e.strerror or e}"
+    for info in infos:
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not ip.is_loopback and not allow_remote:
+            return (f"refusing to listen on {host}: not a loopback address, and a gdb client gets full control "
+                    f"of the guest (add --allow-remote to accept remote clients)")  # fmt: skip
+    return None
+
+
+_NOT_RECORDED = {"--listen": 1, "--unix": 1, "--record": 1, "--log-level": 1, "--log-file": 1, "--pidfile": 1,
+                 "--daemon": 0}  # fmt: skip
+
+
+def _recorder(args: argparse.Namespace, image: Image) -> Recorder | None:
+    """A transcript writer when --record is given: it notes the options a replay must start with."""
+    if not args.record:
+        return None
+    argv = list(args.argv)
+    options: list[str] = []
+    i = argv.index("serve") + 1 if "serve" in argv else 0
+    while i < len(argv):
+        name = argv[i].split("=", 1)[0]
+        if name in _NOT_RECORDED:
+            i += 1 + (_NOT_RECORDED[name] if "=" not in argv[i] else 0)
+            continue
+        options.append(argv[i])
+        i += 1
+    try:
+        shown = str(image.path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(image.path)
+    return Recorder(Path(args.record), options, shown, image.sha256)
 
 
 def _listeners(args: argparse.Namespace) -> list[trio.SocketListener]:
@@ -169,7 +302,7 @@ def _listeners(args: argparse.Namespace) -> list[trio.SocketListener]:
         path = Path(args.unix)
         if path.exists() or path.is_symlink():
             if not stat.S_ISSOCK(path.lstat().st_mode):
-                raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+                raise OSError(errno.EEXIST, "a file that is not a socket is in the way (left untouched)")
             probe = socket.socket(socket.AF_UNIX)
             try:
                 probe.connect(str(path))

@@ -8,6 +8,7 @@ leaves the guest halted and intact, minus that client's breakpoints.  After
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -15,21 +16,28 @@ from typing import Any
 
 import trio
 
+from gdbstub.logfmt import kv
 from gdbstub.monitor import run_command
 from gdbstub.rsp import BadPacket, Connection, Interrupt, Oversized, Packet
 from gdbstub.session import E_INVAL, Detach, Kill, Resume, Session
-from gdbstub.target import StopEvent, Target
+from gdbstub.target import StopEvent, StopKind, Target
+from gdbstub.transcript import ConnectionRecorder, Recorder
 
 log = logging.getLogger("gdbstub.server")
 
 MAX_PACKET = 0x4000
+SHUTDOWN_QUIET = 0.25  # after the owed stop reply, gdb's burst of reads to show where it stopped ends
+SHUTDOWN_MAX = 3.0  # ... and a client that keeps talking (or stops reading) cannot hold up the exit
 
 
 class Server:
-    def __init__(self, target: Target, max_packet: int = MAX_PACKET) -> None:
+    def __init__(self, target: Target, max_packet: int = MAX_PACKET, recorder: Recorder | None = None) -> None:
         self.target = target
+        self.recorder = recorder
         self.max_packet = max_packet
         self._busy = False
+        self._closing = False
+        self._client: _Client | None = None
         self._free_run_done: trio.Event | None = None
 
     async def serve(self, listeners: list[trio.SocketListener], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -38,30 +46,43 @@ class Server:
             task_status.started()
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
+    async def shutdown(self) -> None:
+        """Stop serving (SIGTERM/SIGINT): halt the guest; a client whose guest was running gets the stop
+        reply it is owed, so gdb shows where it stopped; then the connection and listeners close."""
+        self._closing = True
+        if self._client is not None:
+            await self._client.close()
+        await self._halt_free_run()
+        self._nursery.cancel_scope.cancel()
+
     async def _handle(self, stream: trio.SocketStream) -> None:
         peer = _peer(stream)
-        if self._busy:
-            log.warning("refused %s: another client is connected", peer)
+        if self._busy and not self._closing:
+            # gdb reconnects at once after `detach` or `kill`: give a session that is ending a moment
+            # to finish before treating the newcomer as a second client
+            with trio.move_on_after(1.0):
+                while self._busy:
+                    await trio.sleep(0.005)
+        if self._busy or self._closing:
+            why = b"another gdb client is already connected" if self._busy else b"the gdbstub server is shutting down"
+            log.warning(kv("refuse", peer=peer, reason=why.decode()))
             try:
-                await stream.send_all(
-                    b"$E.another gdb client is already connected#"
-                    + b"%02x" % (sum(b"E.another gdb client is already connected") & 0xFF)
-                )
+                await stream.send_all(b"$E.%b#%02x" % (why, (sum(b"E.") + sum(why)) & 0xFF))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             await stream.aclose()
             return
         self._busy = True
-        log.info("client %s connected", peer)
+        log.info(kv("connect", peer=peer))
         try:
             await self._session(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            log.info("client %s: connection lost: %s", peer, e)
+            log.info(kv("connection_lost", peer=peer, error=str(e)))
         finally:
             self._busy = False
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-            log.info("client %s disconnected", peer)
+            log.info(kv("disconnect", peer=peer))
 
     async def _halt_free_run(self) -> None:
         if self._free_run_done is not None:
@@ -76,7 +97,7 @@ class Server:
         async def free_run() -> None:
             try:
                 stop = await trio.to_thread.run_sync(self.target.resume, False)
-                log.info("free-running guest stopped: %s %s", stop.kind.value, stop.detail)
+                log.info(kv("stop", **_stop_fields(stop), free_run=True))
             finally:
                 done.set()
 
@@ -91,10 +112,17 @@ class Server:
         self.target.clear_debugger_state()
         conn = Connection(max_packet=self.max_packet)
         session = Session(self.target, conn, monitor=lambda cmd: run_command(self.target, cmd))
-        await _Client(self.target, session, conn, stream).serve()
+        rec = self.recorder.connection(_peer(stream)) if self.recorder is not None else None
+        try:
+            self._client = _Client(self.target, session, conn, stream, rec)
+            await self._client.serve()
+        finally:
+            self._client = None
+            if rec is not None:
+                rec.close()
         self.target.clear_debugger_state()
-        if session.detached:
-            log.info("client detached: the guest runs on")
+        if session.detached and not self._closing:
+            log.info(kv("detach", guest="running"))
             self._start_free_run()
 
 
@@ -104,7 +132,15 @@ class _Client:
     keeps reading, so that Ctrl-C (0x03) reaches the vCPU.  Packets that arrive while the guest runs
     wait until it stops (all-stop mode: gdb sends none but 0x03)."""
 
-    def __init__(self, target: Target, session: Session, conn: Connection, stream: trio.SocketStream) -> None:
+    def __init__(
+        self,
+        target: Target,
+        session: Session,
+        conn: Connection,
+        stream: trio.SocketStream,
+        rec: ConnectionRecorder | None = None,
+    ) -> None:
+        self.rec = rec  # None unless --record: then every byte each way goes to the transcript
         self.target = target
         self.session = session
         self.conn = conn
@@ -114,11 +150,15 @@ class _Client:
         self.queued: deque[Packet | Oversized] = deque()
         self.send_lock = trio.Lock()
         self.stopped = trio.Event()
+        self.closing = False  # server shutdown: packets are still answered, but nothing resumes the guest
+        self.last_input = 0.0  # trio.current_time() of the client's last bytes
 
     async def flush(self) -> None:
         async with self.send_lock:
             out = self.conn.data_to_send()
             if out:
+                if self.rec is not None:
+                    self.rec.server_output(out)
                 await self.stream.send_all(out)
 
     async def serve(self) -> None:
@@ -129,6 +169,9 @@ class _Client:
                     data = await self.stream.receive_some(65536)
                     if not data:
                         break
+                    self.last_input = trio.current_time()
+                    if self.rec is not None:
+                        self.rec.client_bytes(data)
                     for ev in self.conn.feed(data):
                         self.on_event(ev)
                     await self.flush()
@@ -139,12 +182,27 @@ class _Client:
                 await self.stopped.wait()
             nursery.cancel_scope.cancel()
 
+    async def close(self) -> None:
+        """Server shutdown.  A running guest is halted and the client gets the stop reply it is owed; gdb
+        then reads registers and memory to show where the guest stopped, so packets are answered until it
+        goes quiet (bounded), but none resumes the guest.  The caller then cancels the connection."""
+        self.closing = True
+        if not self.running:
+            return
+        self.target.interrupt()
+        await self.stopped.wait()
+        self.last_input = trio.current_time()
+        with trio.move_on_after(SHUTDOWN_MAX), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.flush()
+            while (quiet := trio.current_time() - self.last_input) < SHUTDOWN_QUIET and not self.finished:
+                await trio.sleep(SHUTDOWN_QUIET - quiet)
+
     def on_event(self, ev: Packet | Oversized | Interrupt | BadPacket) -> None:
         if isinstance(ev, Interrupt):
             if self.running:
                 self.target.interrupt()
         elif isinstance(ev, BadPacket):
-            log.info("bad packet from client: %s", ev.reason)
+            log.info(kv("bad_packet", reason=ev.reason))
             if not ev.reason.startswith(("checksum", "malformed checksum")) and not self.running:
                 self.conn.send(E_INVAL)  # acked but undecodable: answer, or gdb waits for a reply
         elif self.running or self.finished:
@@ -156,9 +214,11 @@ class _Client:
         if isinstance(ev, Oversized):
             self.conn.send(E_INVAL)
             return
-        log.debug("<- %r", ev.data[:200])
+        log.debug(kv("packet", data=ev.data[:200]))
         reply = self.session.handle(ev.data)
-        if isinstance(reply, Resume):
+        if isinstance(reply, Resume) and self.closing:
+            self.conn.send(b"E.the gdbstub server is shutting down")
+        elif isinstance(reply, Resume):
             if reply.step:
                 self.report(self.target.resume(True))
             else:
@@ -171,7 +231,7 @@ class _Client:
             self.conn.send(reply)
 
     def report(self, stop: StopEvent) -> None:
-        log.info("stop: %s signal %d %s", stop.kind.value, stop.signal, stop.detail)
+        log.info(kv("stop", **_stop_fields(stop)))
         self.conn.send(self.session.stop_reply(stop))
 
     async def run_guest(self) -> None:
@@ -185,6 +245,12 @@ class _Client:
             await self.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+
+def _stop_fields(stop: StopEvent) -> dict[str, object]:
+    watch = stop.kind in (StopKind.WATCH, StopKind.RWATCH, StopKind.AWATCH)
+    return {"reason": stop.kind.value, "signal": stop.signal, "addr": hex(stop.addr) if watch else None,
+            "status": stop.status if stop.kind is StopKind.EXITED else None, "detail": stop.detail or None}  # fmt: skip
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backends.api import BackendError
 from gdbstub import aarch64
+from gdbstub.logfmt import kv
 from gdbstub.rsp import Connection
 from gdbstub.slots import GdbPoint, PointKind
 from gdbstub.target import StopEvent, StopKind, Target, TargetError
@@ -23,6 +25,8 @@ log = logging.getLogger("gdbstub.session")
 
 THREAD_ID = 1  # one vCPU = gdb thread 1 (0 means "any", -1 "all")
 _NAME = re.compile(rb"[qQv][A-Za-z]+\??")
+_HEX_DIGITS = re.compile(rb"[0-9a-fA-F]*")
+_G_DIGITS = re.compile(rb"[0-9a-fA-Fx]*")  # G may mark a register unchanged with 'xx'
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,17 @@ def _err(errno: int) -> bytes:
 
 
 def _hex(text: bytes) -> int:
-    if not text or len(text) > 16:
+    """1..16 hex digits and nothing else (int() would also take a sign, 0x, '_' and spaces)."""
+    if not text or len(text) > 16 or not _HEX_DIGITS.fullmatch(text):
         raise ValueError("bad hex number")
     return int(text, 16)
+
+
+def _hex_text(text: bytes, allowed: re.Pattern[bytes] = _HEX_DIGITS) -> str:
+    """Hex data checked digit by digit (bytes.fromhex would skip spaces)."""
+    if not allowed.fullmatch(text):
+        raise ValueError("bad hex data")
+    return text.decode()
 
 
 def _parse_thread(text: bytes) -> int:
@@ -87,10 +99,13 @@ class Session:
         try:
             return handler(self, args)
         except TargetError as e:
-            log.info("packet %r refused: %s", data[:40], e)
+            log.info(kv("refused", packet=data[:40], error=str(e)))
             return _err(e.errno)
+        except BackendError as e:  # the hypervisor refused (an ioctl failing): the packet fails, the server lives
+            log.warning("packet %r failed in the backend: %s", data[:40], e)
+            return _err(5)
         except (ValueError, IndexError, KeyError, OverflowError) as e:
-            log.info("malformed packet %r: %s", data[:40], e)
+            log.info(kv("malformed", packet=data[:40], error=str(e)))
             return E_INVAL
 
     # ---- connection set-up ---------------------------------------------------------------------
@@ -169,7 +184,7 @@ class Session:
         return aarch64.encode_g(self.target.read_registers()).encode()
 
     def write_all(self, args: bytes) -> Reply:
-        self.target.write_registers(aarch64.decode_g(args.decode()))
+        self.target.write_registers(aarch64.decode_g(_hex_text(args, _G_DIGITS)))
         return b"OK"
 
     def read_one(self, args: bytes) -> Reply:
@@ -183,7 +198,7 @@ class Session:
         num = _hex(num_s)
         if num >= len(aarch64.REGISTERS):
             return E_INVAL
-        self.target.write_registers({aarch64.REGISTERS[num].name: aarch64.decode_reg(num, val.decode())})
+        self.target.write_registers({aarch64.REGISTERS[num].name: aarch64.decode_reg(num, _hex_text(val))})
         return b"OK"
 
     # ---- memory --------------------------------------------------------------------------------
@@ -204,7 +219,7 @@ class Session:
         if not sep:
             return E_INVAL
         addr, length = self._addr_len(head)
-        payload = bytes.fromhex(data.decode())
+        payload = bytes.fromhex(_hex_text(data))
         if len(payload) != length:
             return E_INVAL
         self.target.write_memory(addr, payload)
@@ -226,7 +241,7 @@ class Session:
         fields = args.split(b";", 1)[0].split(b",")
         if len(fields) != 3:
             raise ValueError("Z/z needs type,addr,kind")
-        return int(fields[0]), _hex(fields[1]), _hex(fields[2])
+        return _hex(fields[0]), _hex(fields[1]), _hex(fields[2])
 
     def insert_point(self, args: bytes) -> Reply:
         return self._z(args, insert=True)
@@ -273,12 +288,14 @@ class Session:
         return Resume(step=True)
 
     def cont_signal(self, args: bytes) -> Reply:
-        _sig, _, addr = args.partition(b";")  # a VM has no signals to deliver: the signal is dropped
+        sig, _, addr = args.partition(b";")
+        _hex(sig)  # checked, then dropped: a VM has no signals to deliver
         self._set_pc(addr)
         return Resume(step=False)
 
     def step_signal(self, args: bytes) -> Reply:
-        _sig, _, addr = args.partition(b";")
+        sig, _, addr = args.partition(b";")
+        _hex(sig)
         self._set_pc(addr)
         return Resume(step=True)
 

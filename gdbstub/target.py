@@ -14,6 +14,7 @@ only stops gdb must see.
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ from backends.api import (
 )
 from gdbstub import aarch64
 from gdbstub.slots import GdbPoint, PointKind, SlotError, SlotTable
+
+log = logging.getLogger("gdbstub.target")
 
 # gdb's own signal numbers (include/gdb/signals.def), which differ from Linux's for SIGBUS.
 GDB_SIGINT, GDB_SIGILL, GDB_SIGTRAP, GDB_SIGBUS, GDB_SIGSEGV = 2, 4, 5, 10, 11
@@ -223,7 +226,12 @@ class Target:
         """Run (or step) until something gdb must see happens; blocking, on a worker thread."""
         if self.exited:
             return self.last_stop
-        stop = self._resume(step)
+        try:
+            stop = self._resume(step)
+        except Exception as e:  # a failing vCPU must become a stop gdb sees, never kill the server
+            log.error("vCPU run failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, BackendError))
+            self._pushed = None  # the backend's debug state is unknown now: push it again next run
+            stop = StopEvent(GDB_SIGBUS, detail=f"backend error: {e}")
         self._interrupt.clear()
         self.last_stop = stop
         return stop

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,3 +113,39 @@ def run_gdb(gdb: str, server: ServerProcess, commands: list[str], *, elf: Path =
         argv += ["-ex", c]
     out = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=ROOT)
     return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+
+GUESTS = ROOT / "guests"
+
+
+def _stale(elf: Path, sources: list[Path]) -> bool:
+    if not elf.exists():
+        return True
+    built = elf.stat().st_mtime_ns
+    return any(src.stat().st_mtime_ns > built for src in sources)
+
+
+@pytest.fixture(scope="session")
+def guest_elf() -> Callable[[str], Path]:
+    """guest_elf(name) -> guests/build/NAME.elf, running scripts/build-guests when it is missing or
+    older than guests/NAME.S (or the linker script).  Without the cross assembler: a failure in CI,
+    a skip locally."""
+
+    def build(name: str) -> Path:
+        source = GUESTS / f"{name}.S"
+        if not source.exists():
+            raise FileNotFoundError(f"no guest source {source}")
+        elf = GUESTS / "build" / f"{name}.elf"
+        if _stale(elf, [source, GUESTS / "link.ld"]):
+            require_tool("aarch64-linux-gnu-as", "binutils-aarch64-linux-gnu")
+            require_tool("aarch64-linux-gnu-ld", "binutils-aarch64-linux-gnu")
+            out = subprocess.run(
+                ["bash", str(ROOT / "scripts" / "build-guests")], cwd=ROOT, capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                pytest.fail(f"scripts/build-guests failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+            if not elf.exists():
+                pytest.fail(f"scripts/build-guests did not produce {elf}")
+        return elf
+
+    return build

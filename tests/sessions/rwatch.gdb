@@ -1,0 +1,4 @@
+# A read watchpoint (Z3).
+rwatch point.y
+continue
+continue
