@@ -20,8 +20,17 @@ GUESTDBG_SINGLESTEP = 0x2
 GUESTDBG_USE_SW_BP = 0x10000
 GUESTDBG_USE_HW = 0x20000
 GUESTDBG_VALID_MASK = GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP | GUESTDBG_USE_SW_BP | GUESTDBG_USE_HW
+# x86-64 only (arch/x86/include/uapi/asm/kvm.h): USE_HW is KVM_GUESTDBG_USE_HW_BP there.
+GUESTDBG_INJECT_DB = 0x40000
+GUESTDBG_INJECT_BP = 0x80000
+GUESTDBG_BLOCKIRQ = 0x100000
+GUESTDBG_VALID_MASK_X86 = GUESTDBG_VALID_MASK | GUESTDBG_INJECT_DB | GUESTDBG_INJECT_BP | GUESTDBG_BLOCKIRQ
 
 MAX_DBG_REGS = 16  # KVM_ARM_MAX_DBG_REGS
+
+# x86 exception vectors a DEBUG exit can carry.
+X86_DB_VECTOR = 1
+X86_BP_VECTOR = 3
 
 # Exception classes (ESR_ELx.EC) a DEBUG exit can carry.
 EC_BREAKPT_LOW = 0x30
@@ -49,11 +58,16 @@ class ExitReason(enum.Enum):
 @dataclass(frozen=True)
 class Exit:
     reason: ExitReason
-    esr: int = 0  # hsr | hsr_high << 32
-    far: int = 0  # only written on watchpoint exits; stale otherwise, as in KVM
+    esr: int = 0  # arm64: hsr | hsr_high << 32
+    far: int = 0  # arm64: only written on watchpoint exits; stale otherwise, as in KVM
     signal: int = 0  # for FAULT: 4 (SIGILL), 11 (SIGSEGV), 7 (SIGBUS)
     status: int = 0  # for SHUTDOWN
     detail: str = ""
+    # x86-64 (struct kvm_debug_exit_arch): the vector (1 #DB, 3 #BP), the linear rip, DR6 and DR7
+    exception: int = 0
+    pc: int = 0
+    dr6: int = 0
+    dr7: int = 0
 
     @property
     def ec(self) -> int:
@@ -91,12 +105,23 @@ class DebugRegs:
         return DebugRegs(list(self.bcr), list(self.bvr), list(self.wcr), list(self.wvr))
 
 
+@dataclass
+class X86DebugRegs:
+    """struct kvm_guest_debug_arch for x86-64: debugreg[0..3] = DR0-DR3, [6] = DR6, [7] = DR7."""
+
+    debugreg: list[int] = field(default_factory=lambda: [0] * 8)
+
+    def copy(self) -> "X86DebugRegs":
+        return X86DebugRegs(list(self.debugreg))
+
+
 ConsoleSink = Callable[[bytes], None]
 
 
 class Backend(Protocol):
     """One virtual machine.  Registers use the arch register table's names
-    (aarch64: x0..x30, sp, pc, cpsr (full 64-bit PSTATE), v0..v31 (128-bit), fpsr, fpcr)."""
+    (aarch64: x0..x30, sp, pc, cpsr (full 64-bit PSTATE), v0..v31 (128-bit), fpsr, fpcr;
+    x86_64: gdb's amd64 names, see gdbstub/x86_64.py)."""
 
     def capabilities(self) -> Capabilities: ...
 
@@ -118,8 +143,9 @@ class Backend(Protocol):
         """Writes only the registers named; unknown names raise BackendError."""
         ...
 
-    def set_guest_debug(self, control: int, regs: DebugRegs | None = None, vcpu: int = 0) -> None:
-        """KVM_SET_GUEST_DEBUG: unknown control bits raise BackendError (EINVAL)."""
+    def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
+        """KVM_SET_GUEST_DEBUG: unknown control bits raise BackendError (EINVAL).  The registers are the
+        backend's arch's: DebugRegs on arm64, X86DebugRegs on x86-64."""
         ...
 
     def run(self, vcpu: int = 0) -> Exit:

@@ -66,6 +66,7 @@ from backends.api import (
     Exit,
     ExitReason,
     GuestMemoryError,
+    X86DebugRegs,
 )
 from backends.elf import Image
 
@@ -364,7 +365,9 @@ class SimBackend:
             self._uc.reg_write(_REGS[name], value)
 
     # ---- guest debug ---------------------------------------------------------------------------
-    def set_guest_debug(self, control: int, regs: DebugRegs | None = None, vcpu: int = 0) -> None:
+    def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
+        if regs is not None and not isinstance(regs, DebugRegs):
+            raise BackendError("an arm64 core takes arm64 debug registers (DebugRegs)")
         if control & ~GUESTDBG_VALID_MASK:
             raise BackendError(f"invalid guest-debug control bits {control & ~GUESTDBG_VALID_MASK:#x} (EINVAL)")
         if not control & GUESTDBG_ENABLE:

@@ -28,6 +28,8 @@ log = logging.getLogger("gdbstub.server")
 MAX_PACKET = 0x4000
 SHUTDOWN_QUIET = 0.25  # after the owed stop reply, gdb's burst of reads to show where it stopped ends
 SHUTDOWN_MAX = 3.0  # ... and a client that keeps talking (or stops reading) cannot hold up the exit
+REFUSE_QUIET = 0.2  # a refused client silent this long after our last error packet is closed
+REFUSE_LINGER = 2.0  # ... and one that keeps talking is closed after this long anyway
 
 
 class Server:
@@ -66,11 +68,7 @@ class Server:
         if self._busy or self._closing:
             why = b"another gdb client is already connected" if self._busy else b"the gdbstub server is shutting down"
             log.warning(kv("refuse", peer=peer, reason=why.decode()))
-            try:
-                await stream.send_all(b"$E.%b#%02x" % (why, (sum(b"E.") + sum(why)) & 0xFF))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            await stream.aclose()
+            await _refuse(stream, why)
             return
         self._busy = True
         log.info(kv("connect", peer=peer))
@@ -245,6 +243,32 @@ class _Client:
             await self.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+
+async def _refuse(stream: trio.SocketStream, why: bytes) -> None:
+    """Tell a client we cannot serve why, as an error packet sent at once and as the reply to every packet
+    it sends until it hangs up or goes quiet: gdb then reports the reason instead of a bare "connection
+    closed", and its input is read, so the close sends no TCP reset that could swallow the reply."""
+    conn = Connection()
+    conn.send(b"E." + why)
+    data = b""
+    with trio.move_on_after(REFUSE_LINGER):
+        try:
+            while True:
+                out = conn.data_to_send()
+                if out:
+                    await stream.send_all(out)
+                with trio.move_on_after(REFUSE_QUIET):
+                    data = await stream.receive_some(4096)
+                if not data:  # it hung up, or has nothing more to say
+                    break
+                for ev in conn.feed(data):
+                    if isinstance(ev, (Packet, Oversized)):
+                        conn.send(b"E." + why)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+    with trio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 def _stop_fields(stop: StopEvent) -> dict[str, object]:
