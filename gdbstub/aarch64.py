@@ -5,8 +5,22 @@ the registers expedited in stop replies, so they can never disagree (the classic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+
+from backends.api import (
+    EC_BKPT32,
+    EC_BREAKPT_LOW,
+    EC_BRK64,
+    EC_SOFTSTP_LOW,
+    EC_WATCHPT_LOW,
+    Capabilities,
+    DebugRegs,
+    Exit,
+)
+from gdbstub.arch import Decoded, Event
+from gdbstub.slots import GdbPoint, SlotTable
 
 CORE = "org.gnu.gdb.aarch64.core"
 FPU = "org.gnu.gdb.aarch64.fpu"
@@ -160,3 +174,62 @@ def access_size(insn: int) -> int:
             return {0: 4, 1: 8, 2: 16}.get(opc, MAX_ACCESS)
         return 8 if opc == 1 else 4
     return MAX_ACCESS
+
+
+# ---- the debugger core's interface (gdbstub/arch.py) --------------------------------------------------
+
+NAME = "aarch64"
+PC = "pc"
+NARROWED = frozenset({"cpsr"})  # registers gdb sees narrower than the hardware has them
+SW_BREAK = BRK0.to_bytes(4, "little")
+_WATCH_ISS_WNR = 0x40
+
+
+def narrow(name: str, value: int) -> int:
+    """gdb's view of a register: cpsr is 32 bits of the 64-bit PSTATE."""
+    return value & 0xFFFF_FFFF if name == "cpsr" else value
+
+
+def widen(name: str, value: int, current: int) -> int:
+    """A value gdb wrote, merged into the full register (PSTATE keeps its upper bits)."""
+    return (current & ~0xFFFF_FFFF) | (value & 0xFFFF_FFFF) if name == "cpsr" else value
+
+
+def sw_break_ok(addr: int, kind: int) -> bool:
+    return kind == SW_BREAK_KIND and addr % 4 == 0
+
+
+def new_slot_table(caps: Capabilities) -> SlotTable:
+    return SlotTable(caps.hw_breakpoints, caps.hw_watchpoints)
+
+
+def decode_exit(ex: Exit) -> Decoded:
+    ec = ex.ec
+    if ec == EC_SOFTSTP_LOW:
+        return Decoded(Event.STEP)
+    if ec == EC_BREAKPT_LOW:
+        return Decoded(Event.HWBREAK)
+    if ec == EC_WATCHPT_LOW:
+        return Decoded(Event.WATCH, ex.far, bool(ex.esr & _WATCH_ISS_WNR))
+    if ec in (EC_BRK64, EC_BKPT32):
+        return Decoded(Event.SWBREAK, detail=f"BRK #{ex.esr & 0xFFFF:#x}")
+    return Decoded(Event.OTHER, detail=f"esr={ex.esr:#x}")
+
+
+def watch_point(table: SlotTable, d: Decoded, code_at_pc: Callable[[], bytes | None]) -> GdbPoint | None:
+    """The gdb watch point a watchpoint exit belongs to; None for a padding hit gdb must not see.
+    FAR may lie below the watched bytes, so how far the trapped load/store reaches matters."""
+    code = code_at_pc()
+    size = access_size(int.from_bytes(code, "little")) if code is not None and len(code) == 4 else MAX_ACCESS
+    return table.watch_for(d.addr, d.is_write, size)
+
+
+def step_over_regs(table: SlotTable, pc: int, no_watch: bool) -> DebugRegs:
+    """The table's registers with any BRP on pc (and every WRP if no_watch) disabled, for one step."""
+    regs = table.debug_regs().copy()
+    for i in range(len(regs.bcr)):
+        if regs.bcr[i] & 1 and (regs.bvr[i] & ((1 << 53) - 1)) == pc:
+            regs.bcr[i] &= ~1
+    if no_watch:
+        regs.wcr = [w & ~1 for w in regs.wcr]
+    return regs

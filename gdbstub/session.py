@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backends.api import BackendError
-from gdbstub import aarch64
 from gdbstub.logfmt import kv
 from gdbstub.rsp import Connection
 from gdbstub.slots import GdbPoint, PointKind
@@ -136,7 +135,7 @@ class Session:
             return b"E00"
         off_s, _, len_s = parts[4].partition(b",")
         offset, length = _hex(off_s), _hex(len_s)
-        doc = aarch64.target_xml()
+        doc = self.target.arch.target_xml()
         if offset > len(doc):
             return b"E00"
         length = min(length, self.conn.max_packet - 1)
@@ -181,24 +180,26 @@ class Session:
 
     # ---- registers -----------------------------------------------------------------------------
     def read_all(self, args: bytes) -> Reply:
-        return aarch64.encode_g(self.target.read_registers()).encode()
+        return self.target.arch.encode_g(self.target.read_registers()).encode()
 
     def write_all(self, args: bytes) -> Reply:
-        self.target.write_registers(aarch64.decode_g(_hex_text(args, _G_DIGITS)))
+        self.target.write_registers(self.target.arch.decode_g(_hex_text(args, _G_DIGITS)))
         return b"OK"
 
     def read_one(self, args: bytes) -> Reply:
         num = _hex(args)
-        if num >= len(aarch64.REGISTERS):
+        if num >= len(self.target.arch.REGISTERS):
             return E_INVAL
-        return aarch64.encode_reg(num, self.target.read_register(aarch64.REGISTERS[num].name)).encode()
+        arch = self.target.arch
+        return arch.encode_reg(num, self.target.read_register(arch.REGISTERS[num].name)).encode()
 
     def write_one(self, args: bytes) -> Reply:
         num_s, _, val = args.partition(b"=")
         num = _hex(num_s)
-        if num >= len(aarch64.REGISTERS):
+        if num >= len(self.target.arch.REGISTERS):
             return E_INVAL
-        self.target.write_registers({aarch64.REGISTERS[num].name: aarch64.decode_reg(num, _hex_text(val))})
+        arch = self.target.arch
+        self.target.write_registers({arch.REGISTERS[num].name: arch.decode_reg(num, _hex_text(val))})
         return b"OK"
 
     # ---- memory --------------------------------------------------------------------------------
@@ -340,9 +341,9 @@ class Session:
         elif stop.kind is StopKind.SWBREAK and b"swbreak+" in self.gdb_features:
             parts.append(b"swbreak:;")
         parts.append(b"thread:%x;" % THREAD_ID)
-        for num in aarch64.EXPEDITED:
-            value = self.target.read_register(aarch64.REGISTERS[num].name)
-            parts.append(b"%x:%s;" % (num, aarch64.encode_reg(num, value).encode()))
+        for num in self.target.arch.EXPEDITED:
+            value = self.target.read_register(self.target.arch.REGISTERS[num].name)
+            parts.append(b"%x:%s;" % (num, self.target.arch.encode_reg(num, value).encode()))
         return b"".join(parts)
 
     TABLE: dict[bytes, Handler] = {

@@ -1,6 +1,6 @@
 """The debugger core: run state, gdb's breakpoints and watchpoints, the slot table, stop decoding.
 
-It knows the aarch64 arch description and talks to a backend only through
+It knows an architecture only through gdbstub.arch and talks to a backend only through
 backends.api.  resume() is blocking and runs on a worker thread; everything
 else is called while the guest is stopped, from the server's thread.
 interrupt() is the one thread-safe call.
@@ -19,11 +19,6 @@ import threading
 from dataclasses import dataclass
 
 from backends.api import (
-    EC_BKPT32,
-    EC_BREAKPT_LOW,
-    EC_BRK64,
-    EC_SOFTSTP_LOW,
-    EC_WATCHPT_LOW,
     GUESTDBG_ENABLE,
     GUESTDBG_SINGLESTEP,
     GUESTDBG_USE_HW,
@@ -34,17 +29,16 @@ from backends.api import (
     Exit,
     ExitReason,
     GuestMemoryError,
+    X86DebugRegs,
 )
-from gdbstub import aarch64
-from gdbstub.slots import GdbPoint, PointKind, SlotError, SlotTable
+from gdbstub.arch import Event, arch_for
+from gdbstub.slots import GdbPoint, PointKind, SlotError
 
 log = logging.getLogger("gdbstub.target")
 
 # gdb's own signal numbers (include/gdb/signals.def), which differ from Linux's for SIGBUS.
 GDB_SIGINT, GDB_SIGILL, GDB_SIGTRAP, GDB_SIGBUS, GDB_SIGSEGV = 2, 4, 5, 10, 11
 _HOST_TO_GDB_SIGNAL = {4: GDB_SIGILL, 5: GDB_SIGTRAP, 7: GDB_SIGBUS, 11: GDB_SIGSEGV}
-
-_BRK_BYTES = aarch64.BRK0.to_bytes(4, "little")
 
 
 class StopKind(enum.Enum):
@@ -84,7 +78,8 @@ class Target:
         self.vcpu = vcpu
         caps = backend.capabilities()
         self.caps = caps
-        self.slots = SlotTable(caps.hw_breakpoints, caps.hw_watchpoints)
+        self.arch = arch_for(caps.arch)
+        self.slots = self.arch.new_slot_table(caps)
         self.sw_breakpoints: dict[int, bytes] = {}  # address -> the original instruction bytes
         self.last_stop = StopEvent(GDB_SIGTRAP, detail="halted at entry")
         self.exited = False
@@ -95,19 +90,20 @@ class Target:
 
     # ---- registers and memory (guest stopped) ---------------------------------------------------
     def read_register(self, name: str) -> int:
-        value = self.backend.get_reg(name, self.vcpu)
-        return value & 0xFFFF_FFFF if name == "cpsr" else value
+        return self.arch.narrow(name, self.backend.get_reg(name, self.vcpu))
 
     def read_registers(self) -> dict[str, int]:
-        regs = self.backend.get_regs(self.vcpu)
-        regs["cpsr"] &= 0xFFFF_FFFF
-        return regs
+        return {name: self.arch.narrow(name, v) for name, v in self.backend.get_regs(self.vcpu).items()}
 
     def write_registers(self, values: dict[str, int]) -> None:
-        if "cpsr" in values:  # gdb's cpsr is 32 bits; keep PSTATE's upper bits
-            full = self.backend.get_reg("cpsr", self.vcpu)
-            values = dict(values, cpsr=(full & ~0xFFFF_FFFF) | (values["cpsr"] & 0xFFFF_FFFF))
+        """Write what gdb sent; registers gdb sees narrower than the hardware (cpsr) keep their other bits."""
         try:
+            values = {
+                name: self.arch.widen(name, v, self.backend.get_reg(name, self.vcpu))
+                if name in self.arch.NARROWED
+                else v
+                for name, v in values.items()
+            }
             self.backend.set_regs(values, self.vcpu)
         except BackendError as e:
             raise TargetError(str(e)) from None
@@ -123,7 +119,7 @@ class Target:
         if self.sw_breakpoints:
             buf = bytearray(data)
             for bp, orig in self.sw_breakpoints.items():
-                lo, hi = max(bp, addr), min(bp + 4, addr + size)
+                lo, hi = max(bp, addr), min(bp + len(orig), addr + size)
                 if lo < hi:
                     buf[lo - addr : hi - addr] = orig[lo - bp : hi - bp]
             data = bytes(buf)
@@ -134,11 +130,11 @@ class Target:
             raise TargetError("address out of range", 14)
         buf = bytearray(data)
         for bp, orig in list(self.sw_breakpoints.items()):  # keep our BRKs; the new bytes become the shadow
-            lo, hi = max(bp, addr), min(bp + 4, addr + len(data))
+            lo, hi = max(bp, addr), min(bp + len(orig), addr + len(data))
             if lo < hi:
                 shadow = bytearray(orig)
                 shadow[lo - bp : hi - bp] = buf[lo - addr : hi - addr]
-                buf[lo - addr : hi - addr] = _BRK_BYTES[lo - bp : hi - bp]
+                buf[lo - addr : hi - addr] = self.arch.SW_BREAK[lo - bp : hi - bp]
                 self.sw_breakpoints[bp] = bytes(shadow)
         try:
             self.backend.write_memory(addr, bytes(buf))
@@ -147,13 +143,13 @@ class Target:
 
     # ---- breakpoints and watchpoints ----------------------------------------------------------
     def insert_sw_breakpoint(self, addr: int, kind: int) -> None:
-        if kind != aarch64.SW_BREAK_KIND or addr % 4:
-            raise TargetError(f"software breakpoint needs kind 4 at a 4-aligned address (got kind {kind})")
+        if not self.arch.sw_break_ok(addr, kind):
+            raise TargetError(f"no {self.arch.NAME} software breakpoint of kind {kind} at {addr:#x}")
         if addr in self.sw_breakpoints:
             return
         try:
-            orig = self.backend.read_memory(addr, 4)
-            self.backend.write_memory(addr, _BRK_BYTES)
+            orig = self.backend.read_memory(addr, len(self.arch.SW_BREAK))
+            self.backend.write_memory(addr, self.arch.SW_BREAK)
         except GuestMemoryError as e:
             raise TargetError(str(e), 14) from None
         self.sw_breakpoints[addr] = orig
@@ -185,7 +181,7 @@ class Target:
         self._interrupt.set()
         self.backend.kick(self.vcpu)
 
-    def _push(self, control: int, regs: DebugRegs | None = None) -> None:
+    def _push(self, control: int, regs: DebugRegs | X86DebugRegs | None = None) -> None:
         key = (control, self.slots.generation if regs is None else -1)
         if regs is None and self._pushed == key:
             return
@@ -202,16 +198,11 @@ class Target:
         return control | (GUESTDBG_SINGLESTEP if step else 0)
 
     def _pc(self) -> int:
-        return self.backend.get_reg("pc", self.vcpu)
+        return self.backend.get_reg(self.arch.PC, self.vcpu)
 
     def _step_over(self, pc: int, *, no_watch: bool) -> Exit:
         """One step with whatever sits at pc (our BRK, a BRP on pc, and watchpoints if no_watch) out of the way."""
-        regs = self.slots.debug_regs().copy()
-        for i in range(len(regs.bcr)):
-            if regs.bcr[i] & 1 and (regs.bvr[i] & ((1 << 53) - 1)) == pc:
-                regs.bcr[i] &= ~1
-        if no_watch:
-            regs.wcr = [w & ~1 for w in regs.wcr]
+        regs = self.arch.step_over_regs(self.slots, pc, no_watch)
         orig = self.sw_breakpoints.get(pc)
         if orig is not None:
             self.backend.write_memory(pc, orig)
@@ -220,7 +211,7 @@ class Target:
             return self.backend.run(self.vcpu)
         finally:
             if orig is not None:
-                self.backend.write_memory(pc, _BRK_BYTES)
+                self.backend.write_memory(pc, self.arch.SW_BREAK)
 
     def resume(self, step: bool) -> StopEvent:
         """Run (or step) until something gdb must see happens; blocking, on a worker thread."""
@@ -254,7 +245,7 @@ class Target:
             stop = self._decode(ex, stepping=step)
             if stop is not None:
                 return stop
-            if ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
+            if ex.reason is ExitReason.DEBUG and self.arch.decode_exit(ex).event is Event.WATCH:
                 # a hit on padding of an approximate cover: step over it unseen
                 stop = self._decode(self._step_over(self._pc(), no_watch=True), stepping=step)
                 if stop is not None:
@@ -262,13 +253,11 @@ class Target:
             if step:  # the step was consumed by an invisible event
                 return StopEvent(GDB_SIGTRAP)
 
-    def _access_size(self) -> int:
-        """How far the trapped load/store can reach (the guest is parked on it)."""
+    def _code_at_pc(self) -> bytes | None:
         try:
-            insn = int.from_bytes(self.backend.read_memory(self._pc(), 4), "little")
+            return self.backend.read_memory(self._pc(), 4)
         except GuestMemoryError:
-            return aarch64.MAX_ACCESS
-        return aarch64.access_size(insn)
+            return None
 
     def _decode(self, ex: Exit, *, stepping: bool) -> StopEvent | None:
         """Turn a backend exit into the stop gdb sees, or None for an exit gdb must not see."""
@@ -279,19 +268,19 @@ class Target:
             return StopEvent(0, StopKind.EXITED, status=ex.status, detail=ex.detail)
         if ex.reason is ExitReason.FAULT:
             return StopEvent(_HOST_TO_GDB_SIGNAL.get(ex.signal, GDB_SIGSEGV), detail=ex.detail)
-        ec = ex.ec
-        if ec == EC_SOFTSTP_LOW:
+        d = self.arch.decode_exit(ex)
+        if d.event is Event.STEP:
             return StopEvent(GDB_SIGTRAP) if stepping else None
-        if ec == EC_BREAKPT_LOW:
+        if d.event is Event.HWBREAK:
             return StopEvent(GDB_SIGTRAP, StopKind.HWBREAK)
-        if ec == EC_WATCHPT_LOW:
-            point = self.slots.watch_for(ex.far, bool(ex.esr & 0x40), self._access_size())
+        if d.event is Event.WATCH:
+            point = self.arch.watch_point(self.slots, d, self._code_at_pc)
             if point is None:
                 return None
-            return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=f"far={ex.far:#x}")
-        if ec in (EC_BRK64, EC_BKPT32):
+            return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=f"far={d.addr:#x}")
+        if d.event is Event.SWBREAK:
             pc = self._pc()
             if pc in self.sw_breakpoints:
                 return StopEvent(GDB_SIGTRAP, StopKind.SWBREAK)
-            return StopEvent(GDB_SIGTRAP, detail=f"guest's own BRK #{ex.esr & 0xFFFF:#x} at {pc:#x}")
-        return StopEvent(GDB_SIGTRAP, detail=f"unexpected debug exit esr={ex.esr:#x}")
+            return StopEvent(GDB_SIGTRAP, detail=f"guest's own {d.detail} at {pc:#x}")
+        return StopEvent(GDB_SIGTRAP, detail=f"unexpected debug exit {d.detail}")
