@@ -58,6 +58,7 @@ class Reg(Protocol):
 class Arch(Protocol):
     NAME: str
     PC: str  # the program counter's register name
+    WATCH_BEFORE_ACCESS: bool  # True: a watch stop leaves the guest on the access (arm64); False: after (x86)
     NARROWED: frozenset[str]  # registers gdb sees narrower than the backend holds them (widen() merges)
     REGISTERS: tuple[Reg, ...]
     EXPEDITED: tuple[int, ...]

@@ -229,7 +229,11 @@ class Target:
 
     def _resume(self, step: bool) -> StopEvent:
         pc = self._pc()
-        parked_on_watch = self.last_stop.kind in (StopKind.WATCH, StopKind.RWATCH, StopKind.AWATCH)
+        parked_on_watch = self.arch.WATCH_BEFORE_ACCESS and self.last_stop.kind in (
+            StopKind.WATCH,
+            StopKind.RWATCH,
+            StopKind.AWATCH,
+        )
         if pc in self.sw_breakpoints or self.slots.breakpoint_at(pc) is not None or parked_on_watch:
             # The guest sits on something that would re-fire at once (KVM behaves the same): step over it.
             stop = self._decode(self._step_over(pc, no_watch=parked_on_watch), stepping=step)
