@@ -111,7 +111,7 @@ class X86DebugRegs:
 
     debugreg: list[int] = field(default_factory=lambda: [0] * 8)
 
-    def copy(self) -> "X86DebugRegs":
+    def copy(self) -> X86DebugRegs:
         return X86DebugRegs(list(self.debugreg))
 
 

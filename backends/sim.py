@@ -20,6 +20,7 @@ import mmap
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,17 @@ def decode_watchpoint(wcr: int, wvr: int) -> _Watch | None:
     return _Watch(start, end, bool(lsc & 1), bool(lsc & 2), bool(pac & 2), bool(pac & 1))
 
 
+def _page_runs(pages: Iterable[int]) -> list[tuple[int, int]]:
+    """Page addresses as (start, size) runs of adjacent pages, in address order."""
+    runs: list[list[int]] = []
+    for page in sorted(pages):
+        if runs and runs[-1][0] + runs[-1][1] == page:
+            runs[-1][1] += _PAGE_SIZE
+        else:
+            runs.append([page, _PAGE_SIZE])
+    return [(start, size) for start, size in runs]
+
+
 class SimBackend:
     """One vCPU on unicorn, with the KVM guest-debug interface of backends.api."""
 
@@ -425,11 +437,14 @@ class SimBackend:
             # only to undo the lower part of an access crossing into them) is simply left alone
             if any(page in self._hot_pages and page + _PAGE_SIZE > w.start for page in pages):
                 self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE, self._on_access, begin=near, end=w.end - 1))
-        for page in self._protected.keys() - protect.keys():
-            uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL)
-        for page, taken in protect.items():
-            if self._protected.get(page) != taken:
-                uc.mem_protect(page, _PAGE_SIZE, UC_PROT_ALL & ~taken)
+        # one mem_protect per run of adjacent pages: unicorn splits its region at every call, and page by
+        # page a large watch (Z2 over all of RAM) would take hours (quadratic in the number of pages)
+        for start, size in _page_runs(self._protected.keys() - protect.keys()):
+            uc.mem_protect(start, size, UC_PROT_ALL)
+        changed = [(page, taken) for page, taken in protect.items() if self._protected.get(page) != taken]
+        for taken in {t for _, t in changed}:
+            for start, size in _page_runs(page for page, t in changed if t == taken):
+                uc.mem_protect(start, size, UC_PROT_ALL & ~taken)
         self._protected = protect
         self._hot_pages &= {
             pg for w in watches for pg in range(max(w.start - _ACCESS_MARGIN, 0) & ~_PAGE_MASK, w.end, _PAGE_SIZE)

@@ -116,7 +116,18 @@ def _fail(message: str) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Check everything a user can get wrong while the terminal is still there, then serve (maybe detached)."""
+    """Check everything a user can get wrong while the terminal is still there, then serve (maybe detached).
+
+    SIGTERM/SIGINT/SIGHUP stay blocked until the event loop owns them: a signal during start-up is then a
+    clean shutdown instead of killing us between writing the pidfile and serving."""
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        return _serve(args, old_mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int:
     from backends.api import BackendError
     from backends.sim import FarPolicy, SimBackend
     from gdbstub import daemon
@@ -138,9 +149,6 @@ def serve(args: argparse.Namespace) -> int:
             daemon.check_pidfile(pidfile)
         except daemon.PidfileError as e:
             return _fail(str(e))
-    # SIGTERM/SIGINT/SIGHUP wait (blocked) until the event loop owns them: a signal during start-up is
-    # then handled as a clean shutdown instead of killing us between writing the pidfile and serving.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         handler = setup_logging(args.log_level, log_file)
     except OSError as e:
@@ -173,6 +181,12 @@ def serve(args: argparse.Namespace) -> int:
     except BackendError as e:
         return _fail(str(e))
     target = Target(backend)
+    if args.record:
+        args.record = os.path.abspath(args.record)  # a daemon works from /
+    try:
+        recorder = _recorder(args, image)  # before detaching: relative paths, and errors on the terminal
+    except OSError as e:
+        return _fail(f"cannot record to {args.record}: {e.strerror or e}")
     try:
         listeners = _listeners(args)
     except OSError as e:
@@ -219,10 +233,10 @@ def serve(args: argparse.Namespace) -> int:
             readiness.ready()
         else:
             print("\n".join(banner), flush=True)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return None
 
-    server = Server(target, recorder=_recorder(args, image))
+    server = Server(target, recorder=recorder)
     reopen = handler.reopen if isinstance(handler, ReopenableFileHandler) else None
     code = 0
     try:
@@ -273,7 +287,7 @@ def _remote_refusal(host: str, allow_remote: bool) -> str | None:
 
 
 _NOT_RECORDED = {"--listen": 1, "--unix": 1, "--record": 1, "--log-level": 1, "--log-file": 1, "--pidfile": 1,
-                 "--daemon": 0}  # fmt: skip
+                 "--daemon": 0, "--allow-remote": 0}  # fmt: skip
 
 
 def _recorder(args: argparse.Namespace, image: Image) -> Recorder | None:

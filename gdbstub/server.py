@@ -246,25 +246,30 @@ class _Client:
 
 
 async def _refuse(stream: trio.SocketStream, why: bytes) -> None:
-    """Tell a client we cannot serve why, as an error packet sent at once and as the reply to every packet
-    it sends until it hangs up or goes quiet: gdb then reports the reason instead of a bare "connection
-    closed", and its input is read, so the close sends no TCP reset that could swallow the reply."""
+    """Tell a client we cannot serve why: an error packet as the reply to each packet it sends until it
+    hangs up or goes quiet (a client that says nothing gets one anyway).  gdb then prints the reason
+    instead of a bare "connection closed" (while it waits for an ack it would drop a packet sent before
+    its first one); and its input is read, so the close sends no TCP reset that could swallow the reply."""
     conn = Connection()
-    conn.send(b"E." + why)
-    data = b""
+    answered = False
     with trio.move_on_after(REFUSE_LINGER):
         try:
             while True:
-                out = conn.data_to_send()
-                if out:
-                    await stream.send_all(out)
+                data = b""
                 with trio.move_on_after(REFUSE_QUIET):
                     data = await stream.receive_some(4096)
-                if not data:  # it hung up, or has nothing more to say
+                if not data:  # it hung up, or has nothing (more) to say
+                    if not answered:
+                        conn.send(b"E." + why)
+                        await stream.send_all(conn.data_to_send())
                     break
                 for ev in conn.feed(data):
                     if isinstance(ev, (Packet, Oversized)):
                         conn.send(b"E." + why)
+                        answered = True
+                out = conn.data_to_send()
+                if out:
+                    await stream.send_all(out)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
     with trio.CancelScope(shield=True):

@@ -101,11 +101,14 @@ class Session:
             log.info(kv("refused", packet=data[:40], error=str(e)))
             return _err(e.errno)
         except BackendError as e:  # the hypervisor refused (an ioctl failing): the packet fails, the server lives
-            log.warning("packet %r failed in the backend: %s", data[:40], e)
+            log.warning(kv("error", packet=data[:40], error=str(e), where="backend"))
             return _err(5)
         except (ValueError, IndexError, KeyError, OverflowError) as e:
             log.info(kv("malformed", packet=data[:40], error=str(e)))
             return E_INVAL
+        except Exception as e:  # a bug of ours: the packet fails with EIO, the session and the guest live on
+            log.error(kv("error", packet=data[:40], error=f"{type(e).__name__}: {e}", where="handler"), exc_info=True)
+            return _err(5)
 
     # ---- connection set-up ---------------------------------------------------------------------
     def q_supported(self, args: bytes) -> Reply:

@@ -32,6 +32,7 @@ from backends.api import (
     X86DebugRegs,
 )
 from gdbstub.arch import Event, arch_for
+from gdbstub.logfmt import kv
 from gdbstub.slots import GdbPoint, PointKind, SlotError
 
 log = logging.getLogger("gdbstub.target")
@@ -220,7 +221,9 @@ class Target:
         try:
             stop = self._resume(step)
         except Exception as e:  # a failing vCPU must become a stop gdb sees, never kill the server
-            log.error("vCPU run failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, BackendError))
+            log.error(
+                kv("error", where="run", error=f"{type(e).__name__}: {e}"), exc_info=not isinstance(e, BackendError)
+            )
             self._pushed = None  # the backend's debug state is unknown now: push it again next run
             stop = StopEvent(GDB_SIGBUS, detail=f"backend error: {e}")
         self._interrupt.clear()

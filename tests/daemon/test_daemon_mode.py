@@ -21,6 +21,7 @@ from tests.daemon.support import (
     one_error_line,
     pid_from,
     run_serve,
+    serve_cmd,
     wait_for,
 )
 
@@ -138,3 +139,21 @@ def test_daemon_start_up_failure_reaches_the_launching_process(tmp_path: Path) -
     assert f"cannot write pidfile {tmp_path / 'nodir' / 'pid'}" in line
     assert result.stdout == ""
     wait_for(lambda: has_line(logfile, r"event=exit code=2$"), what="the daemon's exit")
+
+
+def test_daemon_keeps_relative_paths_meaning_what_they_did(tmp_path: Path, daemon_pids: list[int]) -> None:
+    """The daemon works from /, so relative --pidfile, --log-file, --unix and --record are resolved first."""
+    result = subprocess.run(serve_cmd("--daemon", "--unix", "gdb.sock", "--pidfile", "pid", "--log-file", "log",
+                                      "--record", "rec"),
+                            capture_output=True, text=True, timeout=20, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pid = pid_from(tmp_path / "pid")
+    daemon_pids.append(pid)
+    client = RspClient(str(tmp_path / "gdb.sock"))
+    assert client.packet(b"?").startswith(b"T05")
+    client.close()
+    wait_for(lambda: has_line(tmp_path / "log", r"event=disconnect "), what="disconnect logged")
+    assert list((tmp_path / "rec").glob("*.rsp")), "a transcript was recorded"
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: gone(pid), what="daemon exit")
+    assert not (tmp_path / "pid").exists() and not (tmp_path / "gdb.sock").exists()

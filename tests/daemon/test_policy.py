@@ -33,16 +33,19 @@ def test_a_second_client_is_refused_and_the_first_is_undisturbed(tmp_path: Path,
 
 @pytest.mark.gdb
 def test_a_second_client_is_refused_while_gdb_is_attached(gdb_multiarch: str, serve: Callable[..., Served]) -> None:
+    """A raw socket and a second gdb try to attach (from gdb's `shell`, while it sits at a breakpoint)."""
     s = serve("--listen", "127.0.0.1:0")
     probe = (f"import socket; s = socket.create_connection(('127.0.0.1', {s.port})); "
              "print('second client got', s.makefile('rb').read())")  # fmt: skip
+    second_gdb = f"{gdb_multiarch} -nx -batch -q -ex 'target remote {s.where}'"
     out = subprocess.run(
         [gdb_multiarch, "-nx", "-batch", "-q", str(DEMO_ELF), "-ex", f"target remote {s.where}",
          "-ex", "break add_one", "-ex", "continue", "-ex", f'shell {sys.executable} -c "{probe}"',
-         "-ex", "stepi", "-ex", "p counter"],
+         "-ex", f"shell {second_gdb} 2>&1", "-ex", "stepi", "-ex", "p counter"],
         capture_output=True, text=True, timeout=30, cwd=ROOT,
     ).stdout  # fmt: skip
-    assert "second client got b'$E.another gdb client is already connected#" in out, out
+    assert "second client got b'$E.another gdb client is already connected#21'" in out, out
+    assert "warning: Remote failure reply: E.another gdb client is already connected" in out, out
     assert "Breakpoint 1, add_one ()" in out
     assert "$1 = 0\n[Inferior 1 (Remote target) detached]" in out, out  # gdb went on undisturbed
 

@@ -4,6 +4,7 @@ for the tests against a real `gdbstub serve`."""
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import time
@@ -70,14 +71,36 @@ class Outcome:
         return sum(isinstance(e, Interrupt) for e in self.events)
 
 
+class _ErrorLog(logging.Handler):
+    """Collects ERROR records: handle() turns a handler's own bug into an E05 reply and an error log
+    line, so a fuzzer that only looked at replies would never see it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class Rig:
     """One target (the demo guest on a SimBackend) shared by many examples; each example gets a fresh
     connection and session via :meth:`reconnect`, as a new gdb client would."""
 
     def __init__(self) -> None:
         self.target = Target(SimBackend(load_image(DEMO_ELF)))
+        self.errors = _ErrorLog()
+        logging.getLogger("gdbstub").addHandler(self.errors)
         self.reconnect()
         self.masks = self._register_masks()
+
+    def close(self) -> None:
+        logging.getLogger("gdbstub").removeHandler(self.errors)
+        self.target.backend.close()
+
+    def assert_no_internal_errors(self) -> None:
+        records, self.errors.records = self.errors.records, []
+        assert not records, [r.getMessage() for r in records]
 
     def reconnect(self) -> None:
         self.target.clear_debugger_state()
@@ -95,7 +118,9 @@ class Rig:
         return masks
 
     def handle(self, payload: bytes) -> Reply:
-        return self.session.handle(payload)
+        reply = self.session.handle(payload)
+        self.assert_no_internal_errors()
+        return reply
 
     def snapshot(self) -> Snapshot:
         g = self.session.handle(b"g")
@@ -120,7 +145,7 @@ class Rig:
             elif isinstance(ev, Oversized):
                 self.conn.send(E_INVAL)
             elif isinstance(ev, Packet):
-                reply = self.session.handle(ev.data)
+                reply = self.handle(ev.data)
                 out.replies.append((ev.data, reply))
                 if isinstance(reply, bytes):
                     self.conn.send(reply)

@@ -36,7 +36,7 @@ from tests.robustness.support import (
 def rig() -> Iterator[Rig]:
     r = Rig()
     yield r
-    r.target.backend.close()
+    r.close()
 
 
 # Packets that may legitimately change registers or memory when accepted (Z0 plants a BRK, but

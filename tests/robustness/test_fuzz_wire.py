@@ -25,7 +25,7 @@ from tests.robustness.test_fuzz_session import may_write
 def rig() -> Iterator[Rig]:
     r = Rig()
     yield r
-    r.target.backend.close()
+    r.close()
 
 
 # Read-only packets and the replies the demo guest at entry gives them (filled in by `expected`).

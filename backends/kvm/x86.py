@@ -1,0 +1,725 @@
+"""x86-64 guests on this host's /dev/kvm, behind the backends.api.Backend interface.
+
+    KvmX86Backend(image, *, ram_size=128 << 20, console=None)
+
+``image`` is a path to an x86-64 ELF (read with load_x86_image) or a backends.elf.Image whose machine is
+"x86_64"; ``console`` receives the bytes the guest writes to the COM1 data port.  The vCPU starts halted
+at the ELF entry in 64-bit long mode.  Bad images, bad sizes and hosts without a usable KVM raise
+ImageError / BackendError with a one-line message before any VM exists.
+
+The machine (one vCPU, no interrupt controller, no devices):
+- RAM: ``ram_size`` bytes (4 KiB multiple, 4 MiB .. 3 GiB) at guest physical 0, one mmap-backed memory
+  slot.  Guest addresses are physical: the page tables identity-map the first 4 GiB with 2 MiB pages,
+  so RAM and everything above it (MMIO) is reachable and read_memory/write_memory take the same
+  addresses the guest uses.
+- The top 32 KiB of RAM are reserved for the boot structures: the GDT (null, 64-bit code at selector
+  0x08, data at 0x10), then PML4, PDPT and four page directories.  A segment that would load there is
+  refused.  RSP starts just below them (ram_size - 32 KiB), RFLAGS = 2 (interrupts off), CR0 = PE|MP|ET|
+  NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT (SSE works), EFER = LME|LMA, no IDT: a guest exception becomes a
+  triple fault (Exit FAULT, SIGSEGV).
+- I/O ports: a byte written to 0x3f8 (COM1 data) goes to ``console``; a write to 0xf4 (QEMU's isa-debug-exit
+  port) powers off (Exit SHUTDOWN, status = the value written); other writes are ignored and reads return
+  all ones (so a UART driver polling LSR sees the transmitter empty).  Accesses past RAM are MMIO: reads
+  all ones, writes ignored.  ``hlt`` (never woken: there are no interrupts) is Exit SHUTDOWN "guest halted".
+
+Registers use gdb's amd64 names (gdbstub/x86_64.py): rax..r15 rip (KVM_GET_REGS), eflags and the
+selectors cs ss ds es fs gs and fs_base gs_base (KVM_GET_SREGS), st0-st7 fctrl fstat ftag fiseg fioff foseg
+fooff fop xmm0-15 mxcsr (KVM_GET_FPU).  ftag is the full two-bit-per-register tag word, computed from the
+FXSAVE abridged tag as gdb does; fioff/fiseg and fooff/foseg are the low/high halves of the 64-bit FPU
+instruction and data pointers (gdb's amd64 FXSAVE layout).
+
+Debug exits are KVM's (kvm-hw-debug.md section 4): Exit(DEBUG, exception=1 or 3, pc, dr6, dr7).  Hosts
+differ: see probe_host() and the notes in capabilities().  One workaround is built in: a host whose KVM
+hands int3 to its instruction emulator (PVM does; the emulator cannot run int3 in long mode and reports
+KVM_EXIT_INTERNAL_ERROR) gets that exit reported as the #BP debug exit KVM normally gives, when
+USE_SW_BP is on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import io
+import mmap
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from backends.api import (
+    GUESTDBG_ENABLE,
+    GUESTDBG_USE_HW,
+    GUESTDBG_USE_SW_BP,
+    GUESTDBG_VALID_MASK_X86,
+    X86_BP_VECTOR,
+    BackendError,
+    Capabilities,
+    ConsoleSink,
+    DebugRegs,
+    Exit,
+    ExitReason,
+    GuestMemoryError,
+    X86DebugRegs,
+)
+from backends.elf import Image, ImageError, Segment
+from backends.kvm import host, uapi
+from backends.kvm.layout import Codec, offsetof, sizeof
+
+SIGILL, SIGBUS, SIGSEGV = 4, 7, 11
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+MIN_RAM = 4 * MIB
+MAX_RAM = 3 * GIB  # stays below the TSS/identity-map pages KVM needs near 4 GiB, inside the identity map
+RESERVED_TOP = 32 * KIB  # boot structures at the top of RAM
+IDENTITY_MAP = 4 * GIB
+COM1_DATA = 0x3F8
+EXIT_PORT = 0xF4
+TSS_ADDR = 0xFFFB_D000  # three pages KVM needs for real-mode emulation on Intel (QEMU's choice)
+IDENTITY_MAP_ADDR = 0xFFFB_C000
+
+GDT_CODE64 = 0x08
+GDT_DATA = 0x10
+CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1 << 0, 1 << 1, 1 << 4, 1 << 5, 1 << 16, 1 << 31
+CR4_PAE, CR4_OSFXSR, CR4_OSXMMEXCPT = 1 << 5, 1 << 9, 1 << 10
+EFER_LME, EFER_LMA = 1 << 8, 1 << 10
+PTE_P, PTE_RW, PTE_PS = 1 << 0, 1 << 1, 1 << 7
+
+# ---- uAPI views (from backends.kvm.uapi) -------------------------------------------------------------
+_REGS = Codec(uapi.kvm_regs)
+_SREGS = Codec(uapi.kvm_sregs)
+_FPU = Codec(uapi.kvm_fpu)
+_GUEST_DEBUG = Codec(uapi.kvm_guest_debug)
+_MEMREGION = Codec(uapi.kvm_userspace_memory_region)
+_IO = Codec(uapi.exit_io)
+_DEBUG_EXIT = Codec(uapi.kvm_debug_exit_arch)
+_FAIL_ENTRY = Codec(uapi.exit_fail_entry)
+_INTERNAL = Codec(uapi.exit_internal)
+_CPUID_HEADER = Codec(uapi.kvm_cpuid2)
+_CPUID_ENTRY_SIZE = sizeof(uapi.kvm_cpuid_entry2)
+_RUN_IMMEDIATE_EXIT = offsetof(uapi.kvm_run, "immediate_exit")
+_RUN_EXIT_REASON = offsetof(uapi.kvm_run, "exit_reason")
+_RUN_EXIT = offsetof(uapi.kvm_run, "exit")
+_MMIO_ADDR = offsetof(uapi.kvm_run, "exit.mmio.phys_addr")
+_MMIO_DATA = offsetof(uapi.kvm_run, "exit.mmio.data")
+_MMIO_LEN = offsetof(uapi.kvm_run, "exit.mmio.len")
+_MMIO_IS_WRITE = offsetof(uapi.kvm_run, "exit.mmio.is_write")
+_EMU_FLAGS = offsetof(uapi.kvm_run, "exit.emulation_failure.flags")
+_EMU_INSN_SIZE = offsetof(uapi.kvm_run, "exit.emulation_failure.insn_size")
+_EMU_INSN_BYTES = offsetof(uapi.kvm_run, "exit.emulation_failure.insn_bytes")
+_SYSTEM_EVENT_TYPE = offsetof(uapi.kvm_run, "exit.system_event.type")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+# ---- registers -----------------------------------------------------------------------------------------
+_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp") + tuple(f"r{i}" for i in range(8, 16))
+_SELECTORS = ("cs", "ss", "ds", "es", "fs", "gs")
+_X87 = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
+REG_NAMES: tuple[str, ...] = (
+    _GPRS
+    + ("rip", "eflags")
+    + _SELECTORS
+    + tuple(f"st{i}" for i in range(8))
+    + _X87
+    + tuple(f"xmm{i}" for i in range(16))
+    + ("mxcsr", "fs_base", "gs_base")
+)
+REG_BITS: dict[str, int] = {n: 64 for n in _GPRS + ("rip", "fs_base", "gs_base")}
+REG_BITS.update({n: 32 for n in ("eflags", *_SELECTORS, *_X87, "mxcsr")})
+REG_BITS.update({f"st{i}": 80 for i in range(8)})
+REG_BITS.update({f"xmm{i}": 128 for i in range(16)})
+_GROUP = {n: "regs" for n in _GPRS + ("rip", "eflags")}
+_GROUP.update({n: "sregs" for n in (*_SELECTORS, "fs_base", "gs_base")})
+_GROUP.update({n: "fpu" for n in REG_NAMES if n not in _GROUP})
+# Values wider than the KVM field they land in (gdb gives these registers 32 bits).
+_FIELD_MAX = {n: 0xFFFF for n in (*_SELECTORS, "fctrl", "fstat", "ftag", "fop")}
+_MASK80 = (1 << 80) - 1
+_M32 = 0xFFFF_FFFF
+
+
+def full_ftag(abridged: int, fstat: int, fpr: list[int]) -> int:
+    """The x87 tag word (2 bits per physical register: 0 valid, 1 zero, 2 special, 3 empty) from the
+    FXSAVE abridged tag (1 bit: not empty) and the register contents, as gdb's i387 code does.
+    ``fpr`` is in stack order (ST(0) first), as FXSAVE and kvm_fpu store it."""
+    top = (fstat >> 11) & 7
+    tag = 0
+    for phys in range(8):
+        if not abridged >> phys & 1:
+            t = 3
+        else:
+            value = fpr[(phys - top) & 7] & _MASK80
+            exponent = value >> 64 & 0x7FFF
+            fraction = value & (1 << 64) - 1
+            if exponent == 0x7FFF:
+                t = 2
+            elif exponent == 0:
+                t = 1 if fraction == 0 else 2
+            else:
+                t = 0 if fraction >> 63 else 2
+        tag |= t << 2 * phys
+    return tag
+
+
+def abridged_ftag(full: int) -> int:
+    """FXSAVE's one bit per register: set unless the full tag says empty (3)."""
+    return sum(1 << i for i in range(8) if (full >> 2 * i) & 3 != 3)
+
+
+# ---- images ----------------------------------------------------------------------------------------------
+def load_x86_image(path: str | Path) -> Image:
+    """An x86-64 ELF's PT_LOAD segments (physical addresses) and entry; ImageError with one line if not.
+
+    backends.elf.load_image accepts aarch64 only; this is its x86-64 counterpart with the same result type
+    (machine "x86_64")."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read guest image {p}: {e.strerror or e}") from None
+    try:
+        elf = ELFFile(io.BytesIO(raw))
+        machine = elf.header["e_machine"]
+        if machine != "EM_X86_64":
+            raise ImageError(f"{p} is an ELF for {machine}, not x86-64 (EM_X86_64)")
+        if elf.elfclass != 64:
+            raise ImageError(f"{p} is a 32-bit ELF; an x86-64 (64-bit) image is needed")
+        segs = []
+        for seg in elf.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+                continue
+            data = seg.data()
+            if len(data) != seg["p_filesz"]:
+                raise ImageError(f"{p} is truncated: a PT_LOAD segment extends past the end of the file")
+            segs.append(Segment(seg["p_paddr"], data, seg["p_memsz"]))
+        if not segs:
+            raise ImageError(f"{p} has no PT_LOAD segments to load")
+        return Image(p, "x86_64", elf.header["e_entry"], tuple(segs), hashlib.sha256(raw).hexdigest())
+    except ImageError:
+        raise
+    except Exception as e:  # pyelftools raises many types on corrupt input; all mean "not a valid ELF"
+        raise ImageError(f"{p} is not a valid ELF file: {e}") from None
+
+
+def image_from_code(code: bytes, *, base: int = 0x10_0000, name: str = "<code>") -> Image:
+    """An Image of raw machine code loaded and entered at ``base`` (host probes, tests)."""
+    return Image(Path(name), "x86_64", base, (Segment(base, bytes(code), len(code)),), hashlib.sha256(code).hexdigest())
+
+
+# ---- the backend -------------------------------------------------------------------------------------------
+class KvmX86Backend:
+    """One x86-64 VM with one vCPU on /dev/kvm (see the module docstring for the machine)."""
+
+    def __init__(
+        self,
+        image: str | Path | Image,
+        *,
+        ram_size: int = 128 * MIB,
+        console: ConsoleSink | None = None,
+        kvm_path: str = host.KVM_PATH,
+    ) -> None:
+        img = image if isinstance(image, Image) else load_x86_image(image)
+        if img.machine != "x86_64":
+            raise ImageError(f"{img.path} is an image for {img.machine}, not x86-64")
+        if not MIN_RAM <= ram_size <= MAX_RAM or ram_size % (4 * KIB):
+            raise BackendError(
+                f"RAM size must be a multiple of 4 KiB between {MIN_RAM // MIB} MiB and {MAX_RAM // GIB} GiB"
+            )
+        self.ram_size = ram_size
+        self.tables = ram_size - RESERVED_TOP
+        self._check_image(img)
+        self.image = img
+        self._console = console
+        self._lock = threading.Lock()
+        self._thread: int | None = None
+        self._control = 0
+        self._dbg = X86DebugRegs()
+        self._closed = False
+        self._fds: list[int] = []
+        self._ram: mmap.mmap | None = None
+        self._ram_view: memoryview | None = None
+        self._kvm_path = kvm_path
+        self._run: mmap.mmap | None = None
+        host.install_kick_handler()
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- set-up ----------------------------------------------------------------------------------------
+    def _check_image(self, img: Image) -> None:
+        for seg in img.segments:
+            if seg.addr < 0 or seg.addr + seg.memsize > self.tables:
+                raise BackendError(
+                    f"segment at {seg.addr:#x}+{seg.memsize:#x} lies outside guest RAM 0x0+{self.tables:#x} "
+                    f"(the top {RESERVED_TOP // KIB} KiB of the {self.ram_size // MIB} MiB hold the page tables)"
+                )
+        if not 0 <= img.entry < self.tables:
+            raise BackendError(f"entry point {img.entry:#x} lies outside guest RAM")
+
+    def _create(self) -> None:
+        self._kvm = host.open_kvm(self._kvm_path)
+        self._fds.append(self._kvm)
+        self._vm = host.ioctl_int(self._kvm, uapi.KVM_CREATE_VM, 0, what="KVM_CREATE_VM")
+        self._fds.append(self._vm)
+        host.ioctl_ulong(self._vm, uapi.KVM_SET_TSS_ADDR, TSS_ADDR, what="KVM_SET_TSS_ADDR")
+        ident = bytearray(_U64.pack(IDENTITY_MAP_ADDR))
+        host.ioctl_out(self._vm, uapi.KVM_SET_IDENTITY_MAP_ADDR, ident, what="KVM_SET_IDENTITY_MAP_ADDR")
+        self._ram = mmap.mmap(-1, self.ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._ram_view = memoryview(self._ram)
+        region = _MEMREGION.pack(
+            {
+                "slot": 0,
+                "flags": 0,
+                "guest_phys_addr": 0,
+                "memory_size": self.ram_size,
+                "userspace_addr": self._ram_address(),
+            }
+        )
+        host.ioctl_in(self._vm, uapi.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
+        self._vcpu = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, 0, what="KVM_CREATE_VCPU")
+        self._fds.append(self._vcpu)
+        size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
+        self._run = mmap.mmap(self._vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._set_cpuid()
+        for seg in self.image.segments:
+            self._ram[seg.addr : seg.addr + len(seg.data)] = seg.data  # the tail to memsize is already zero
+        self._boot_structures()
+        sregs = self._get("sregs")
+        code = {"base": 0, "limit": 0xFFFF_FFFF, "selector": GDT_CODE64, "type": 11, "present": 1, "dpl": 0}
+        code.update({"db": 0, "s": 1, "l": 1, "g": 1, "avl": 0, "unusable": 0})
+        data = dict(code, selector=GDT_DATA, type=3, db=1, l=0)
+        for seg_name in uapi.SREGS_SEGMENTS[:6]:
+            for k, v in (code if seg_name == "cs" else data).items():
+                sregs[f"{seg_name}.{k}"] = v
+        sregs.update({"gdt.base": self.tables, "gdt.limit": 3 * 8 - 1, "idt.base": 0, "idt.limit": 0})
+        sregs["cr0"] = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
+        sregs["cr3"] = self.tables + 0x1000
+        sregs["cr4"] = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
+        sregs["efer"] = EFER_LME | EFER_LMA
+        self._set("sregs", sregs)
+        self._set("regs", {"rip": self.image.entry, "rsp": self.tables, "rflags": 2})
+        fpu = self._get("fpu")  # the power-on x87/SSE control words (some hosts leave MXCSR 0: all unmasked)
+        fpu.update({"fcw": 0x37F, "mxcsr": 0x1F80})
+        self._set("fpu", fpu)
+
+    def _ram_address(self) -> int:
+        assert self._ram is not None
+        anchor = ctypes.c_char.from_buffer(self._ram)
+        address = ctypes.addressof(anchor)
+        del anchor  # only the address is needed; KVM pins nothing, the mapping lives as long as self._ram
+        return address
+
+    def _set_cpuid(self) -> None:
+        """The host's supported CPUID, unchanged (E2BIG means a bigger table is needed)."""
+        nent = 128
+        while True:
+            buf = bytearray(_CPUID_HEADER.pack({"nent": nent}) + bytes(_CPUID_ENTRY_SIZE * nent))
+            try:
+                host.ioctl_out(self._kvm, uapi.KVM_GET_SUPPORTED_CPUID, buf, what="KVM_GET_SUPPORTED_CPUID")
+                break
+            except BackendError as e:
+                if "E2BIG" not in str(e) or nent >= 4096:
+                    raise
+                nent *= 2
+        host.ioctl_out(self._vcpu, uapi.KVM_SET_CPUID2, buf, what="KVM_SET_CPUID2")
+
+    def _boot_structures(self) -> None:
+        """GDT and identity-mapping page tables in the reserved top of RAM (module docstring)."""
+        assert self._ram is not None
+        ram, base = self._ram, self.tables
+        ram[base : base + RESERVED_TOP] = bytes(RESERVED_TOP)
+        _U64.pack_into(ram, base + GDT_CODE64, 0x00AF_9B00_0000_FFFF)  # P, DPL0, code exec/read, L=1, G=1
+        _U64.pack_into(ram, base + GDT_DATA, 0x00CF_9300_0000_FFFF)  # P, DPL0, data read/write, D/B=1, G=1
+        pml4, pdpt, pd = base + 0x1000, base + 0x2000, base + 0x3000
+        _U64.pack_into(ram, pml4, pdpt | PTE_P | PTE_RW)
+        for gib in range(IDENTITY_MAP // GIB):
+            _U64.pack_into(ram, pdpt + 8 * gib, (pd + 0x1000 * gib) | PTE_P | PTE_RW)
+        pages = IDENTITY_MAP // (2 * MIB)
+        struct.pack_into(f"<{pages}Q", ram, pd, *[(i << 21) | PTE_P | PTE_RW | PTE_PS for i in range(pages)])
+        assert pd + 8 * pages <= self.ram_size
+
+    # ---- Backend: capabilities -------------------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        notes = ["one pool of 4 debug registers (DR0-DR3) shared by breakpoints and watchpoints"]
+        notes += probe_host().notes()
+        return Capabilities(
+            arch="x86_64",
+            hw_breakpoints=4,
+            hw_watchpoints=4,
+            single_step=True,
+            sw_breakpoints=True,
+            guest_debug_flags=GUESTDBG_VALID_MASK_X86,
+            notes=tuple(notes),
+        )
+
+    # ---- Backend: memory ---------------------------------------------------------------------------------
+    def _check_range(self, addr: int, size: int) -> None:
+        if self._closed:
+            raise BackendError("the VM is closed")
+        if size < 0 or addr < 0 or addr + size > self.ram_size:
+            raise GuestMemoryError(f"{addr:#x}+{size:#x} is outside guest memory")
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        self._check_range(addr, size)
+        assert self._ram_view is not None
+        return bytes(self._ram_view[addr : addr + size])
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self._check_range(addr, len(data))
+        assert self._ram_view is not None
+        self._ram_view[addr : addr + len(data)] = data
+
+    # ---- Backend: registers --------------------------------------------------------------------------------
+    def _get(self, group: str) -> dict[str, int]:
+        if self._closed:
+            raise BackendError("the VM is closed")
+        codec, request = {
+            "regs": (_REGS, uapi.KVM_GET_REGS),
+            "sregs": (_SREGS, uapi.KVM_GET_SREGS),
+            "fpu": (_FPU, uapi.KVM_GET_FPU),
+        }[group]
+        buf = bytearray(codec.size)
+        host.ioctl_out(self._vcpu, request, buf, what=f"KVM_GET_{group.upper()}")
+        return codec.unpack(buf)
+
+    def _set(self, group: str, values: dict[str, int]) -> None:
+        codec, request = {
+            "regs": (_REGS, uapi.KVM_SET_REGS),
+            "sregs": (_SREGS, uapi.KVM_SET_SREGS),
+            "fpu": (_FPU, uapi.KVM_SET_FPU),
+        }[group]
+        host.ioctl_in(self._vcpu, request, codec.pack(values), what=f"KVM_SET_{group.upper()}")
+
+    @staticmethod
+    def _from_regs(name: str, regs: dict[str, int]) -> int:
+        return regs["rflags"] & _M32 if name == "eflags" else regs[name]
+
+    @staticmethod
+    def _from_sregs(name: str, sregs: dict[str, int]) -> int:
+        if name in ("fs_base", "gs_base"):
+            return sregs[f"{name[:2]}.base"]
+        return sregs[f"{name}.selector"]
+
+    @staticmethod
+    def _from_fpu(name: str, fpu: dict[str, int]) -> int:
+        if name.startswith("st"):
+            return fpu[f"fpr[{name[2:]}]"] & _MASK80
+        if name.startswith("xmm"):
+            return fpu[f"xmm[{name[3:]}]"]
+        if name == "ftag":
+            return full_ftag(fpu["ftwx"], fpu["fsw"], [fpu[f"fpr[{i}]"] for i in range(8)])
+        field, shift = {
+            "fctrl": ("fcw", 0),
+            "fstat": ("fsw", 0),
+            "fop": ("last_opcode", 0),
+            "fioff": ("last_ip", 0),
+            "fiseg": ("last_ip", 32),
+            "fooff": ("last_dp", 0),
+            "foseg": ("last_dp", 32),
+            "mxcsr": ("mxcsr", 0),
+        }[name]
+        return fpu[field] >> shift & _M32
+
+    def get_regs(self, vcpu: int = 0) -> dict[str, int]:
+        self._check_vcpu(vcpu)
+        regs, sregs, fpu = self._get("regs"), self._get("sregs"), self._get("fpu")
+        out: dict[str, int] = {}
+        for name in REG_NAMES:
+            group = _GROUP[name]
+            if group == "regs":
+                out[name] = self._from_regs(name, regs)
+            elif group == "sregs":
+                out[name] = self._from_sregs(name, sregs)
+            else:
+                out[name] = self._from_fpu(name, fpu)
+        return out
+
+    def get_reg(self, name: str, vcpu: int = 0) -> int:
+        self._check_vcpu(vcpu)
+        group = _GROUP.get(name)
+        if group is None:
+            raise BackendError(f"unknown register {name}")
+        if group == "regs":
+            return self._from_regs(name, self._get("regs"))
+        if group == "sregs":
+            return self._from_sregs(name, self._get("sregs"))
+        return self._from_fpu(name, self._get("fpu"))
+
+    def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
+        self._check_vcpu(vcpu)
+        for name, value in regs.items():
+            if name not in _GROUP:
+                raise BackendError(f"unknown register {name}")
+            if not 0 <= value < 1 << REG_BITS[name] or value > _FIELD_MAX.get(name, value):
+                raise BackendError(f"value {value:#x} out of range for {name}")
+        groups = {_GROUP[name] for name in regs}
+        if "regs" in groups:
+            kr = self._get("regs")
+            for name, value in regs.items():
+                if _GROUP[name] == "regs":
+                    kr["rflags" if name == "eflags" else name] = value
+            self._set("regs", kr)
+        if "sregs" in groups:
+            ks = self._get("sregs")
+            for name, value in regs.items():
+                if _GROUP[name] == "sregs":
+                    ks[f"{name[:2]}.base" if name.endswith("_base") else f"{name}.selector"] = value
+            self._set("sregs", ks)
+        if "fpu" in groups:
+            kf = self._get("fpu")
+            for name, value in regs.items():
+                if _GROUP[name] == "fpu":
+                    self._to_fpu(kf, name, value)
+            self._set("fpu", kf)
+
+    @staticmethod
+    def _to_fpu(fpu: dict[str, int], name: str, value: int) -> None:
+        if name.startswith("st"):
+            key = f"fpr[{name[2:]}]"
+            fpu[key] = fpu[key] & ~_MASK80 | value
+        elif name.startswith("xmm"):
+            fpu[f"xmm[{name[3:]}]"] = value
+        elif name == "ftag":
+            fpu["ftwx"] = abridged_ftag(value)
+        elif name in ("fioff", "fiseg", "fooff", "foseg"):
+            field = "last_ip" if name[1] == "i" else "last_dp"
+            shift = 32 if name.endswith("seg") else 0
+            fpu[field] = fpu[field] & ~(_M32 << shift) | value << shift
+        else:
+            fpu[{"fctrl": "fcw", "fstat": "fsw", "fop": "last_opcode", "mxcsr": "mxcsr"}[name]] = value
+
+    # ---- Backend: guest debug ------------------------------------------------------------------------------
+    def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
+        self._check_vcpu(vcpu)
+        if regs is not None and not isinstance(regs, X86DebugRegs):
+            raise BackendError("an x86-64 vCPU takes x86 debug registers (X86DebugRegs)")
+        bad = control & ~GUESTDBG_VALID_MASK_X86
+        if bad or not 0 <= control < 1 << 32:
+            raise BackendError(f"invalid guest-debug control bits {bad:#x} (EINVAL)")
+        dbg = self._dbg if regs is None else regs
+        if len(dbg.debugreg) != 8 or any(not 0 <= v < 1 << 64 for v in dbg.debugreg):
+            raise BackendError("debugreg must hold 8 values of 64 bits")
+        values = {"control": control, **{f"arch.debugreg[{i}]": v for i, v in enumerate(dbg.debugreg)}}
+        host.ioctl_in(self._vcpu, uapi.KVM_SET_GUEST_DEBUG, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
+        self._dbg = dbg.copy()
+        self._control = control if control & GUESTDBG_ENABLE else 0
+
+    # ---- Backend: run ------------------------------------------------------------------------------------
+    def run(self, vcpu: int = 0) -> Exit:
+        self._check_vcpu(vcpu)
+        host.unblock_kick_signal()
+        with self._lock:
+            if self._closed:
+                raise BackendError("the VM is closed")
+            if self._thread is not None:
+                raise BackendError("run() is already running on another thread")
+            self._thread = threading.get_ident()
+        try:
+            return self._run_until_exit()
+        finally:
+            with self._lock:
+                self._thread = None
+                if self._run is not None:
+                    self._run[_RUN_IMMEDIATE_EXIT] = 0  # this stop served any kick made during the run
+
+    def _run_until_exit(self) -> Exit:
+        run = self._run
+        assert run is not None
+        while True:
+            try:
+                _kvm_run(self._vcpu)
+            except InterruptedError:
+                return Exit(ExitReason.INTERRUPTED)
+            except OSError as e:
+                raise BackendError(f"KVM_RUN: {os.strerror(e.errno) if e.errno else e}") from None
+            reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
+            if reason == uapi.KVM_EXIT_DEBUG:
+                d = _DEBUG_EXIT.unpack(run, _RUN_EXIT)
+                return Exit(ExitReason.DEBUG, exception=d["exception"], pc=d["pc"], dr6=d["dr6"], dr7=d["dr7"])
+            if reason == uapi.KVM_EXIT_IO:
+                ex = self._port_io(run)
+                if ex is not None:
+                    return ex
+            elif reason == uapi.KVM_EXIT_MMIO:
+                if not run[_MMIO_IS_WRITE]:
+                    n = _U32.unpack_from(run, _MMIO_LEN)[0]
+                    run[_MMIO_DATA : _MMIO_DATA + n] = b"\xff" * n
+            elif reason == uapi.KVM_EXIT_HLT:
+                return Exit(ExitReason.SHUTDOWN, detail="guest halted")
+            elif reason == uapi.KVM_EXIT_INTR:
+                return Exit(ExitReason.INTERRUPTED)
+            else:
+                return self._fatal_exit(reason, run)
+
+    def _port_io(self, run: mmap.mmap) -> Exit | None:
+        """Serial output and the exit port; other ports read as all ones.  None: keep running."""
+        io_exit = _IO.unpack(run, _RUN_EXIT)
+        off, n = io_exit["data_offset"], io_exit["size"] * io_exit["count"]
+        if io_exit["direction"] == uapi.KVM_EXIT_IO_IN:
+            run[off : off + n] = b"\xff" * n
+            return None
+        port = io_exit["port"]
+        if port == COM1_DATA and self._console is not None:
+            self._console(bytes(run[off : off + n]))
+        elif port == EXIT_PORT:
+            status = int.from_bytes(run[off : off + io_exit["size"]], "little")
+            self._complete_pending_io()
+            return Exit(ExitReason.SHUTDOWN, status=status, detail=f"guest wrote {status:#x} to port {EXIT_PORT:#x}")
+        return None
+
+    def _complete_pending_io(self) -> None:
+        """KVM finishes an exited I/O instruction (RIP past it) only on the next KVM_RUN: do that now with
+        immediate_exit, so the registers gdb reads after this stop are final (kvm-hw-debug pitfall 3)."""
+        assert self._run is not None
+        self._run[_RUN_IMMEDIATE_EXIT] = 1
+        try:
+            _kvm_run(self._vcpu)
+        except InterruptedError:
+            pass
+        except OSError as e:
+            raise BackendError(f"KVM_RUN (completing I/O): {os.strerror(e.errno) if e.errno else e}") from None
+
+    def _fatal_exit(self, reason: int, run: mmap.mmap) -> Exit:
+        rip = self._get("regs")["rip"]
+        if reason == uapi.KVM_EXIT_INTERNAL_ERROR:
+            internal = _INTERNAL.unpack(run, _RUN_EXIT)
+            if internal["suberror"] == uapi.KVM_INTERNAL_ERROR_EMULATION:
+                insn = self._emulation_failure_insn(run)
+                if insn[:1] == b"\xcc":
+                    if self._control & GUESTDBG_USE_SW_BP:
+                        return Exit(
+                            ExitReason.DEBUG,
+                            exception=X86_BP_VECTOR,
+                            pc=rip,
+                            detail="int3 reported by KVM's instruction emulator (the host does not intercept #BP)",
+                        )
+                    return Exit(
+                        ExitReason.FAULT, signal=SIGILL, detail=f"int3 at {rip:#x} with software breakpoints off"
+                    )
+                return Exit(
+                    ExitReason.FAULT,
+                    signal=SIGILL,
+                    detail=f"KVM cannot emulate the instruction at {rip:#x} ({insn.hex()})",
+                )
+            return Exit(
+                ExitReason.FAULT, signal=SIGILL, detail=f"KVM internal error {internal['suberror']} at {rip:#x}"
+            )
+        if reason == uapi.KVM_EXIT_SHUTDOWN:
+            return Exit(ExitReason.FAULT, signal=SIGSEGV, detail=f"triple fault (KVM_EXIT_SHUTDOWN) at {rip:#x}")
+        if reason == uapi.KVM_EXIT_FAIL_ENTRY:
+            why = _FAIL_ENTRY.unpack(run, _RUN_EXIT)["hardware_entry_failure_reason"]
+            return Exit(
+                ExitReason.FAULT, signal=SIGILL, detail=f"VM entry failed (hardware reason {why:#x}) at {rip:#x}"
+            )
+        if reason == uapi.KVM_EXIT_SYSTEM_EVENT:
+            kind = _U32.unpack_from(run, _SYSTEM_EVENT_TYPE)[0]
+            return Exit(ExitReason.SHUTDOWN, detail=f"system event {kind}")
+        return Exit(ExitReason.FAULT, signal=SIGBUS, detail=f"unhandled KVM exit reason {reason} at {rip:#x}")
+
+    @staticmethod
+    def _emulation_failure_insn(run: mmap.mmap) -> bytes:
+        flags = _U64.unpack_from(run, _EMU_FLAGS)[0]
+        if not flags & uapi.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES:
+            return b""
+        size = min(run[_EMU_INSN_SIZE], 15)
+        return bytes(run[_EMU_INSN_BYTES : _EMU_INSN_BYTES + size])
+
+    def kick(self, vcpu: int = 0) -> None:
+        """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""
+        with self._lock:
+            if self._closed or self._run is None:
+                return
+            self._run[_RUN_IMMEDIATE_EXIT] = 1
+            if self._thread is not None:
+                host.kick_thread(self._thread)
+
+    # ---- misc -------------------------------------------------------------------------------------------
+    def _check_vcpu(self, vcpu: int) -> None:
+        if vcpu != 0:
+            raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
+
+    def close(self) -> None:
+        """Releases the VM (fds and mappings); the backend is unusable afterwards.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._run is not None:
+            self._run.close()
+        if self._ram is not None:
+            if self._ram_view is not None:
+                self._ram_view.release()
+            self._ram.close()
+        for fd in reversed(self._fds):
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> KvmX86Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _kvm_run(vcpu_fd: int) -> None:
+    fcntl.ioctl(vcpu_fd, uapi.KVM_RUN, 0)
+
+
+# ---- what this host's KVM does (probed once per process) ----------------------------------------------
+@dataclass(frozen=True)
+class HostProfile:
+    """Behaviour of this host's KVM that the architecture alone does not settle, found by running tiny
+    guests.  Nested and software hypervisors (PVM) differ from bare-metal VMX/SVM here."""
+
+    pvm: bool  # the kvm_pvm module is loaded (a software, page-table based KVM backend)
+    data_breakpoints: bool  # a DR7 write breakpoint traps (KVM_EXIT_DEBUG with DR6.Bn)
+    general_detect: bool  # DR7.GD makes `mov %dr0` exit with DR6.BD
+    int3_native: bool  # int3 with USE_SW_BP exits as #BP without the emulator workaround
+    detail: str = ""
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.pvm:
+            out.append("host KVM is PVM (kvm_pvm module)")
+        if not self.data_breakpoints:
+            out.append("this host's KVM does not deliver data breakpoints (probed): watchpoints never trigger")
+        if not self.general_detect:
+            out.append("this host's KVM ignores DR7.GD (probed)")
+        if not self.int3_native:
+            out.append("int3 reaches us as an emulation failure; reported as the usual #BP exit")
+        return out
+
+
+# mov %rax, 0x200000 (absolute, 8 bytes); hlt
+_PROBE_DATA_BP = bytes.fromhex("48890425 00002000 f4".replace(" ", ""))
+_PROBE_GD = bytes.fromhex("0f21c0 f4".replace(" ", ""))  # mov %dr0, %rax; hlt
+_PROBE_INT3 = bytes.fromhex("cc f4".replace(" ", ""))
+
+
+@cache
+def probe_host() -> HostProfile:
+    """Run three tiny guests to learn what this host delivers (cached: a few milliseconds, once)."""
+    pvm = Path("/sys/module/kvm_pvm").exists()
+
+    def first_exit(code: bytes, control: int, debugreg: list[int]) -> Exit:
+        with KvmX86Backend(image_from_code(code, name="<probe>"), ram_size=MIN_RAM) as vm:
+            vm.set_guest_debug(control, X86DebugRegs(debugreg))
+            return vm.run()
+
+    hw = GUESTDBG_ENABLE | GUESTDBG_USE_HW
+    data = first_exit(_PROBE_DATA_BP, hw, [0x20_0000, 0, 0, 0, 0, 0, 0, 0x400 | 0b10 | 0b1101 << 16])
+    gd = first_exit(_PROBE_GD, hw, [0] * 7 + [0x400 | 1 << 13])
+    int3 = first_exit(_PROBE_INT3, GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP, [0] * 8)
+    return HostProfile(
+        pvm=pvm,
+        data_breakpoints=data.reason is ExitReason.DEBUG and bool(data.dr6 & 1),
+        general_detect=gd.reason is ExitReason.DEBUG and bool(gd.dr6 & 1 << 13),
+        int3_native=int3.reason is ExitReason.DEBUG and not int3.detail,
+        detail=f"data bp probe: {data.reason.value} {data.detail}; GD probe: {gd.reason.value} {gd.detail}; "
+        f"int3 probe: {int3.reason.value} {int3.detail}",
+    )

@@ -1,0 +1,243 @@
+"""The x86-64 architecture for the debugger core (gdbstub/arch.py's Arch interface).
+
+One register table drives target.xml, g/G, p/P and the registers expedited at stops (as in
+gdbstub/aarch64.py).  The names and features are the ones gdb's amd64 target-description code looks
+up (org.gnu.gdb.i386.core, .sse, .segments); there is no org.gnu.gdb.i386.linux feature (orig_rax)
+because the guest is a whole machine, not a Linux process.  The backend (backends/kvm/x86.py) uses
+exactly these register names.
+
+Debug exits follow KVM's struct kvm_debug_exit_arch (kvm-hw-debug.md section 4): ``exception`` 1 (#DB)
+with DR6 saying why and DR7 the debug control in force, or 3 (#BP) for an int3 with the PC on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from backends.api import X86_BP_VECTOR, X86_DB_VECTOR, Capabilities, Exit, X86DebugRegs
+from gdbstub.arch import Decoded, Event
+from gdbstub.slots import GdbPoint, PointKind
+from gdbstub.x86_slots import (
+    DR6_BD,
+    DR6_BS,
+    DR7_FIXED,
+    NUM_DRS,
+    RW_EXEC,
+    RW_WRITE,
+    X86SlotTable,
+    dr7_rw,
+    dr7_slot_bits,
+)
+
+CORE = "org.gnu.gdb.i386.core"
+SSE = "org.gnu.gdb.i386.sse"
+SEGMENTS = "org.gnu.gdb.i386.segments"
+
+NAME = "x86_64"
+PC = "rip"
+WATCH_BEFORE_ACCESS = False  # data breakpoints trap after the access: resuming cannot re-fire them
+NARROWED: frozenset[str] = frozenset()  # eflags and the selectors come from the backend as gdb's 32 bits
+SW_BREAK = b"\xcc"  # int3
+SW_BREAK_KIND = 1  # gdb's Z0 kind on x86: the breakpoint's length
+# True: Z3 (rwatch) is accepted and programmed read/write (x86 has no read-only data breakpoint), so a
+# write to the variable stops as a read.  gdb's native x86 code refuses read watchpoints instead, and
+# gdb then emulates rwatch with an access watchpoint, ignoring hits that changed the value; a core
+# that answers Z3 with an empty reply when this is False gets that behaviour.
+READ_WATCHPOINTS = True
+
+
+@dataclass(frozen=True)
+class Reg:
+    name: str
+    bits: int
+    type: str
+    feature: str
+    group: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.bits // 8
+
+
+_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp") + tuple(f"r{i}" for i in range(8, 16))
+_SEGS = ("cs", "ss", "ds", "es", "fs", "gs")
+_FPU_CTRL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
+
+
+def _table() -> tuple[Reg, ...]:
+    """gdb's amd64 order (0-15 GPRs, 16 rip, 17 eflags, 18-23 selectors, 24-31 st, 32-39 x87 control,
+    40-55 xmm, 56 mxcsr), then the segment bases: gdb maps by name, but the usual order keeps
+    transcripts comparable with other stubs."""
+    ptr = {"rbp": "data_ptr", "rsp": "data_ptr"}
+    regs = [Reg(n, 64, ptr.get(n, "int64"), CORE) for n in _GPRS]
+    regs += [Reg("rip", 64, "code_ptr", CORE), Reg("eflags", 32, "i386_eflags", CORE)]
+    regs += [Reg(n, 32, "int32", CORE) for n in _SEGS]
+    regs += [Reg(f"st{i}", 80, "i387_ext", CORE) for i in range(8)]
+    regs += [Reg(n, 32, "int", CORE, "float") for n in _FPU_CTRL]
+    regs += [Reg(f"xmm{i}", 128, "vec128", SSE) for i in range(16)]
+    regs += [Reg("mxcsr", 32, "i386_mxcsr", SSE, "vector")]
+    regs += [Reg("fs_base", 64, "int", SEGMENTS), Reg("gs_base", 64, "int", SEGMENTS)]
+    return tuple(regs)
+
+
+REGISTERS: tuple[Reg, ...] = _table()
+REGNUM: dict[str, int] = {r.name: i for i, r in enumerate(REGISTERS)}
+# gdb needs pc, sp and the frame pointer at every stop: sending them saves a `g` per step.
+EXPEDITED: tuple[int, ...] = (REGNUM["rip"], REGNUM["rsp"], REGNUM["rbp"])
+G_SIZE = sum(r.size for r in REGISTERS)
+
+_EFLAGS_FIELDS = (
+    ("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9), ("DF", 10),
+    ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("VIF", 19), ("VIP", 20), ("ID", 21),
+)  # fmt: skip
+_MXCSR_FIELDS = (
+    ("IE", 0), ("DE", 1), ("ZE", 2), ("OE", 3), ("UE", 4), ("PE", 5), ("DAZ", 6), ("IM", 7), ("DM", 8),
+    ("ZM", 9), ("OM", 10), ("UM", 11), ("PM", 12), ("FZ", 15),
+)  # fmt: skip
+# The 128-bit views gdb users know from native amd64 debugging (`p $xmm0.v4_int32`).
+_VEC128 = (
+    ("v8_bfloat16", "bfloat16", 8), ("v8_half", "ieee_half", 8), ("v4_float", "ieee_single", 4),
+    ("v2_double", "ieee_double", 2), ("v16_int8", "int8", 16), ("v8_int16", "int16", 8),
+    ("v4_int32", "int32", 4), ("v2_int64", "int64", 2),
+)  # fmt: skip
+
+
+def _flags(ident: str, fields: tuple[tuple[str, int], ...]) -> list[str]:
+    out = [f'    <flags id="{ident}" size="4">']
+    out += [f'      <field name="{n}" start="{b}" end="{b}"/>' for n, b in fields]
+    return out + ["    </flags>"]
+
+
+def _vec128() -> list[str]:
+    out = [f'    <vector id="x86_{name}" type="{t}" count="{n}"/>' for name, t, n in _VEC128]
+    out.append('    <union id="vec128">')
+    out += [f'      <field name="{name}" type="x86_{name}"/>' for name, _, _ in _VEC128]
+    out.append('      <field name="uint128" type="uint128"/>')
+    return out + ["    </union>"]
+
+
+@cache
+def target_xml() -> bytes:
+    """The whole description in one annex (no xi:include round trips)."""
+    out = ['<?xml version="1.0"?>', '<!DOCTYPE target SYSTEM "gdb-target.dtd">', "<target>",
+           "  <architecture>i386:x86-64</architecture>"]  # fmt: skip
+    for feature in (CORE, SSE, SEGMENTS):
+        out.append(f'  <feature name="{feature}">')
+        if feature == CORE:
+            out += _flags("i386_eflags", _EFLAGS_FIELDS)
+        elif feature == SSE:
+            out += _vec128() + _flags("i386_mxcsr", _MXCSR_FIELDS)
+        for num, r in enumerate(REGISTERS):
+            if r.feature == feature:
+                group = f' group="{r.group}"' if r.group else ""
+                out.append(f'    <reg name="{r.name}" bitsize="{r.bits}" type="{r.type}" regnum="{num}"{group}/>')
+        out.append("  </feature>")
+    out.append("</target>")
+    return ("\n".join(out) + "\n").encode()
+
+
+def encode_reg(num: int, value: int) -> str:
+    """Target byte order (little-endian) hex of one register; st0-st7 are 10 bytes."""
+    r = REGISTERS[num]
+    return (value & ((1 << r.bits) - 1)).to_bytes(r.size, "little").hex()
+
+
+def decode_reg(num: int, text: str) -> int:
+    """Parse one register's little-endian hex; ValueError if the size or digits are wrong."""
+    r = REGISTERS[num]
+    if len(text) != r.size * 2:
+        raise ValueError(f"{r.name} needs {r.size * 2} hex digits, got {len(text)}")
+    return int.from_bytes(bytes.fromhex(text), "little")
+
+
+def encode_g(regs: dict[str, int]) -> str:
+    return "".join(encode_reg(i, regs[r.name]) for i, r in enumerate(REGISTERS))
+
+
+def decode_g(text: str) -> dict[str, int]:
+    """A full G packet body; ValueError on a wrong length or bad hex ('xx' = leave unchanged)."""
+    if len(text) != G_SIZE * 2:
+        raise ValueError(f"G needs {G_SIZE * 2} hex digits, got {len(text)}")
+    out: dict[str, int] = {}
+    pos = 0
+    for i, r in enumerate(REGISTERS):
+        chunk = text[pos : pos + r.size * 2]
+        pos += r.size * 2
+        if not chunk.startswith("xx"):
+            out[r.name] = decode_reg(i, chunk)
+    return out
+
+
+def narrow(name: str, value: int) -> int:
+    """Nothing to narrow: the backend already gives eflags and the selectors as 32-bit values."""
+    return value
+
+
+def widen(name: str, value: int, current: int) -> int:
+    return value
+
+
+def sw_break_ok(addr: int, kind: int) -> bool:
+    """int3 is one byte and may go anywhere."""
+    return kind == SW_BREAK_KIND and 0 <= addr < 1 << 64
+
+
+def new_slot_table(caps: Capabilities) -> X86SlotTable:
+    """One pool for both kinds: KVM does not report x86 counts, so backends say 4 for each."""
+    return X86SlotTable(min(NUM_DRS, max(caps.hw_breakpoints, caps.hw_watchpoints)))
+
+
+def decode_exit(ex: Exit) -> Decoded:
+    """What a KVM_EXIT_DEBUG means.
+
+    DR6's B<i> bits may be set for a register whose condition matched while DR7 left it disabled
+    (SDM 18.2.3), e.g. the breakpoint the core disabled to step off it; only slots DR7 enabled count.
+    A data breakpoint that fired during a single step wins over the step: the access happened, and
+    gdb must see it (as it does natively).  Among several data hits a write-only register is the
+    surest evidence of what the access was.
+    """
+    if ex.exception == X86_BP_VECTOR:
+        return Decoded(Event.SWBREAK, detail=f"int3 at {ex.pc:#x}")
+    if ex.exception != X86_DB_VECTOR:
+        return Decoded(Event.OTHER, detail=f"exception {ex.exception}")
+    dr6, dr7 = ex.dr6, ex.dr7
+    fired = [i for i in range(NUM_DRS) if dr6 >> i & 1 and dr7 & dr7_slot_bits(i)]
+    data = [i for i in fired if dr7_rw(dr7, i) != RW_EXEC]
+    if data:
+        writes = [i for i in data if dr7_rw(dr7, i) == RW_WRITE]
+        slot = (writes or data)[0]
+        return Decoded(Event.WATCH, is_write=True if writes else None, slot=slot, detail=f"DR{slot} dr6={dr6:#x}")
+    if dr6 & DR6_BS:
+        return Decoded(Event.STEP)
+    if fired:
+        return Decoded(Event.HWBREAK, slot=fired[0], detail=f"DR{fired[0]}")
+    if dr6 & DR6_BD:
+        return Decoded(Event.OTHER, detail=f"debug-register access with DR7.GD set, dr6={dr6:#x}")
+    why = "" if dr7 & DR7_FIXED else " (the backend gave no DR7)"
+    return Decoded(Event.OTHER, detail=f"#DB dr6={dr6:#x} dr7={dr7:#x}{why}")
+
+
+def watch_point(table: X86SlotTable, d: Decoded, code_at_pc: Callable[[], bytes | None]) -> GdbPoint | None:
+    """The watch point owning the DR that fired: DR6 names it, so there is nothing to guess."""
+    if d.slot is None:
+        return None
+    point = table.owner(d.slot)
+    return point if point is not None and PointKind(point.kind).is_watch else None
+
+
+def step_over_regs(table: X86SlotTable, pc: int, no_watch: bool) -> X86DebugRegs:
+    """The table's registers with the instruction breakpoint on pc (and every data breakpoint if
+    no_watch) disabled, for one step: KVM does not set RF, so resuming on a breakpoint re-hits it."""
+    regs = table.debug_regs()
+    dr7 = regs.debugreg[7]
+    for i in range(table.count):
+        enabled = dr7 & dr7_slot_bits(i)
+        if not enabled:
+            continue
+        is_exec = dr7_rw(dr7, i) == RW_EXEC
+        if (is_exec and regs.debugreg[i] == pc) or (no_watch and not is_exec):
+            dr7 &= ~dr7_slot_bits(i)
+    regs.debugreg[7] = dr7
+    return regs
