@@ -180,6 +180,7 @@ def access_size(insn: int) -> int:
 
 NAME = "aarch64"
 PC = "pc"
+READ_WATCHPOINTS = True  # LSC=01 watches loads only
 WATCH_BEFORE_ACCESS = True  # arm64 watchpoints fire before the access: resuming re-fires unless stepped over
 NARROWED = frozenset({"cpsr"})  # registers gdb sees narrower than the hardware has them
 SW_BREAK = BRK0.to_bytes(4, "little")

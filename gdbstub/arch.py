@@ -58,6 +58,7 @@ class Reg(Protocol):
 class Arch(Protocol):
     NAME: str
     PC: str  # the program counter's register name
+    READ_WATCHPOINTS: bool  # the hardware can watch loads only (Z3); else gdb emulates rwatch with Z4
     WATCH_BEFORE_ACCESS: bool  # True: a watch stop leaves the guest on the access (arm64); False: after (x86)
     NARROWED: frozenset[str]  # registers gdb sees narrower than the backend holds them (widen() merges)
     REGISTERS: tuple[Reg, ...]
@@ -85,9 +86,9 @@ def arch_for(name: str) -> Arch:
     if name == "aarch64":
         from gdbstub import aarch64
 
-        return aarch64  # type: ignore[return-value]
+        return aarch64  # type: ignore[return-value]  # each arch's functions take its own slot table
     if name == "x86_64":
-        from gdbstub import x86_64  # type: ignore[attr-defined]
+        from gdbstub import x86_64
 
-        return x86_64  # type: ignore[no-any-return]
+        return x86_64  # type: ignore[return-value]  # each arch's functions take its own slot table
     raise ValueError(f"no architecture support for {name!r}")

@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="TCP address to listen on (default 127.0.0.1:1234; port 0 picks a free one)",
     )
     where.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of TCP")
-    serve.add_argument("--backend", choices=["sim"], default="sim", help="the hypervisor core (default: sim)")
+    serve.add_argument(
+        "--backend",
+        choices=["sim", "kvm"],
+        default="sim",
+        help="the hypervisor core: sim (simulated arm64, default) or kvm (this host's /dev/kvm; needs IMAGE)",
+    )
     serve.add_argument("--ram-size", type=_size, default=128 << 20, help="guest RAM at 0x40000000 (default 128M)")
     serve.add_argument("--brps", type=_count, default=6, help="simulated hardware breakpoints (2..16, default 6)")
     serve.add_argument("--wrps", type=_count, default=4, help="simulated hardware watchpoints (2..16, default 4)")
@@ -128,7 +133,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int:
-    from backends.api import BackendError
+    from backends.api import Backend, BackendError
     from backends.sim import FarPolicy, SimBackend
     from gdbstub import daemon
     from gdbstub.server import Server
@@ -136,6 +141,10 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
 
     if args.daemon and not args.log_file:
         return _fail("--daemon needs --log-file: a daemon has no terminal to log to")
+    if args.backend == "kvm":
+        refusal = _kvm_refusal(args)
+        if refusal:
+            return _fail(refusal)
     if not args.unix:
         refusal = _remote_refusal(args.listen[0], args.allow_remote)
         if refusal:
@@ -156,7 +165,7 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
 
     path = Path(args.image) if args.image else demo_image_path()
     try:
-        image = load_image(path)
+        image = load_image(path) if args.backend == "sim" else _load_kvm_image(path)
     except ImageError as e:
         return _fail(str(e))
 
@@ -169,16 +178,22 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
             uart.info(kv("uart", text=Quoted(console_line.decode(errors="replace").rstrip("\n"))))
             console_line.clear()
 
+    backend: Backend
     try:
-        backend = SimBackend(
-            image,
-            ram_size=args.ram_size,
-            brps=args.brps,
-            wrps=args.wrps,
-            far_policy=FarPolicy(args.far_policy),
-            console=console,
-        )
-    except BackendError as e:
+        if args.backend == "kvm":
+            from backends.kvm import open_backend
+
+            backend = open_backend(image, args.ram_size, console)
+        else:
+            backend = SimBackend(
+                image,
+                ram_size=args.ram_size,
+                brps=args.brps,
+                wrps=args.wrps,
+                far_policy=FarPolicy(args.far_policy),
+                console=console,
+            )
+    except (BackendError, ImageError) as e:
         return _fail(str(e))
     target = Target(backend)
     if args.record:
@@ -202,7 +217,7 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
         where = args.unix
     banner = [
         f"gdbstub: listening on {where}",
-        f"gdbstub: guest image {image.path} (aarch64, entry {image.entry:#x}), halted at entry",
+        f"gdbstub: guest image {image.path} ({image.machine}, entry {image.entry:#x}), halted at entry",
         f"gdbstub: attach with: gdb-multiarch {image.path} -ex 'target remote {where}'",
     ]
     readiness: daemon.Readiness | None = None
@@ -261,6 +276,25 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
 
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _kvm_refusal(args: argparse.Namespace) -> str | None:
+    """What --backend kvm cannot do: the embedded demo is an arm64 image, the BRP/WRP/FAR options shape
+    only the simulated core, and a KVM VM belongs to the process that created it (a daemon forks after)."""
+    if not args.image:
+        return "--backend kvm needs an IMAGE for this host's architecture (e.g. guests/build/x86/demo.elf)"
+    if (args.brps, args.wrps, args.far_policy) != (6, 4, "watched"):
+        return "--brps, --wrps and --far-policy configure the simulated core; they do not apply to --backend kvm"
+    if args.daemon:
+        return "--daemon is not supported with --backend kvm yet (the VM cannot move to the forked daemon)"
+    return None
+
+
+def _load_kvm_image(path: Path) -> Image:
+    """The guest image for KVM: it runs this host's instruction set (x86-64 is the one built so far)."""
+    from backends.kvm.x86 import load_x86_image
+
+    return load_x86_image(path)
 
 
 def _remove_unix_socket(path: str | None) -> None:

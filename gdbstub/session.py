@@ -268,6 +268,8 @@ class Session:
             return b""
         if (ztype == 1 and not caps.hw_breakpoints) or (ztype > 1 and not caps.hw_watchpoints):
             return b""
+        if ztype == 3 and not self.target.arch.READ_WATCHPOINTS:
+            return b""  # e.g. x86 has no read-only data breakpoint: gdb then uses Z4 and drops the writes itself
         point = GdbPoint(PointKind(ztype), addr, kind)
         if insert:
             self.target.insert_hw_point(point)
@@ -281,7 +283,7 @@ class Session:
 
     def _set_pc(self, text: bytes) -> None:
         if text:
-            self.target.write_registers({"pc": _hex(text)})
+            self.target.write_registers({self.target.arch.PC: _hex(text)})
 
     def cont(self, args: bytes) -> Reply:
         self._set_pc(args)

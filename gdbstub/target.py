@@ -284,7 +284,8 @@ class Target:
             point = self.arch.watch_point(self.slots, d, self._code_at_pc)
             if point is None:
                 return None
-            return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=f"far={d.addr:#x}")
+            where = d.detail or f"far={d.addr:#x}"
+            return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=where)
         if d.event is Event.SWBREAK:
             pc = self._pc()
             if pc in self.sw_breakpoints:

@@ -45,7 +45,7 @@ SW_BREAK_KIND = 1  # gdb's Z0 kind on x86: the breakpoint's length
 # write to the variable stops as a read.  gdb's native x86 code refuses read watchpoints instead, and
 # gdb then emulates rwatch with an access watchpoint, ignoring hits that changed the value; a core
 # that answers Z3 with an empty reply when this is False gets that behaviour.
-READ_WATCHPOINTS = True
+READ_WATCHPOINTS = False  # the session answers Z3 with an empty reply: gdb falls back to Z4
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,8 @@ def decode_exit(ex: Exit) -> Decoded:
     if ex.exception != X86_DB_VECTOR:
         return Decoded(Event.OTHER, detail=f"exception {ex.exception}")
     dr6, dr7 = ex.dr6, ex.dr7
+    if not dr7 & DR7_FIXED:
+        return _decode_without_dr7(dr6, dr7)
     fired = [i for i in range(NUM_DRS) if dr6 >> i & 1 and dr7 & dr7_slot_bits(i)]
     data = [i for i in fired if dr7_rw(dr7, i) != RW_EXEC]
     if data:
@@ -215,8 +217,21 @@ def decode_exit(ex: Exit) -> Decoded:
         return Decoded(Event.HWBREAK, slot=fired[0], detail=f"DR{fired[0]}")
     if dr6 & DR6_BD:
         return Decoded(Event.OTHER, detail=f"debug-register access with DR7.GD set, dr6={dr6:#x}")
-    why = "" if dr7 & DR7_FIXED else " (the backend gave no DR7)"
-    return Decoded(Event.OTHER, detail=f"#DB dr6={dr6:#x} dr7={dr7:#x}{why}")
+    return Decoded(Event.OTHER, detail=f"#DB dr6={dr6:#x} dr7={dr7:#x}")
+
+
+def _decode_without_dr7(dr6: int, dr7: int) -> Decoded:
+    """An exit whose DR7 is not a DR7 (bit 10 always reads 1): some hosts (PVM) leave the field stale.
+    Without it, B<i> cannot be told from a disabled slot's match, nor a data hit from an instruction
+    breakpoint: a step is a step, and a B<i> alone is taken for the instruction breakpoint it most
+    likely is (gdb checks its own breakpoint table at the pc either way)."""
+    if dr6 & DR6_BS:
+        return Decoded(Event.STEP, detail=f"no DR7 in the exit ({dr7:#x})")
+    b = [i for i in range(NUM_DRS) if dr6 >> i & 1]
+    if b:
+        why = f"DR{b[0]}, taken for an instruction breakpoint: no DR7 ({dr7:#x})"
+        return Decoded(Event.HWBREAK, slot=b[0], detail=why)
+    return Decoded(Event.OTHER, detail=f"#DB dr6={dr6:#x} with no DR7 ({dr7:#x})")
 
 
 def watch_point(table: X86SlotTable, d: Decoded, code_at_pc: Callable[[], bytes | None]) -> GdbPoint | None:

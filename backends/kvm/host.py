@@ -30,8 +30,16 @@ _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
 _libc.ioctl.restype = ctypes.c_int
 
 
-def _error(what: str, e: OSError) -> BackendError:
-    return BackendError(f"{what}: {os.strerror(e.errno) if e.errno else e} ({errno.errorcode.get(e.errno or 0, '?')})")
+class KvmIoctlError(BackendError):
+    """An ioctl KVM refused; ``errno`` says how (EINVAL, E2BIG, ...)."""
+
+    def __init__(self, what: str, err: int) -> None:
+        super().__init__(f"{what}: {os.strerror(err)} ({errno.errorcode.get(err, '?')})")
+        self.errno = err
+
+
+def _error(what: str, e: OSError) -> KvmIoctlError:
+    return KvmIoctlError(what, e.errno or errno.EIO)
 
 
 def ioctl_int(fd: int, request: int, arg: int = 0, *, what: str) -> int:
@@ -63,7 +71,7 @@ def ioctl_in(fd: int, request: int, data: bytes, *, what: str) -> None:
 def ioctl_out(fd: int, request: int, buf: bytearray, *, what: str) -> int:
     """An ioctl that fills (or reads and fills) ``buf`` in place."""
     try:
-        return fcntl.ioctl(fd, request, buf, True)
+        return int(fcntl.ioctl(fd, request, buf, True))
     except OSError as e:
         raise _error(what, e) from None
 

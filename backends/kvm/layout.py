@@ -9,6 +9,7 @@ is exactly what the test checks.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Node:
 def _static_size(con: Construct) -> int:
     if isinstance(con, Padded):
         return int(con.length)
+    if isinstance(con, Union):
+        raise TypeError("a Union has no size of its own: wrap it in Padded(size, Union(...)) as C's union is")
     return int(con.sizeof())
 
 
@@ -121,7 +124,7 @@ class Codec:
         if self._struct.size != self.size:
             raise TypeError("layout and struct format disagree on the size")
 
-    def unpack(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> dict[str, int]:
+    def unpack(self, buf: bytes | bytearray | memoryview | mmap.mmap, offset: int = 0) -> dict[str, int]:
         raw = self._struct.unpack_from(buf, offset)
         out: dict[str, int] = {}
         i = 0

@@ -137,6 +137,28 @@ kvm_cpuid_entry2 = Struct(
     "padding" / Array(3, u32),
 )
 kvm_cpuid2 = Struct("nent" / u32, "padding" / u32)  # followed by nent kvm_cpuid_entry2 (flexible array)
+# KVM_GET_XSAVE's region is the XSAVE standard format: the legacy FXSAVE image (asm/sigcontext.h
+# struct _fpstate_64), then the XSAVE header (struct _header) at 512.  KVM_GET_FPU cannot stand in for
+# it: it never reports MXCSR.
+kvm_xsave = Struct("region" / Array(1024, u32))  # KVM_CAP_XSAVE2 may make the real buffer larger
+_fpstate_64 = Struct(
+    "cwd" / u16,
+    "swd" / u16,
+    "twd" / u16,  # the abridged tag in the low byte
+    "fop" / u16,
+    "rip" / u64,
+    "rdp" / u64,
+    "mxcsr" / u32,
+    "mxcsr_mask" / u32,
+    "st_space" / Array(32, u32),  # 8 x 16 bytes
+    "xmm_space" / Array(64, u32),  # 16 x 16 bytes
+    "reserved2" / Array(12, u32),
+    "reserved3" / Array(12, u32),  # union with struct _fpx_sw_bytes sw_reserved
+)
+_header = Struct("xfeatures" / u64, "reserved1" / Array(2, u64), "reserved2" / Array(5, u64))
+_ymmh_state = Struct("ymmh_space" / Array(64, u32))
+_xstate = Struct("fpstate" / _fpstate_64, "xstate_hdr" / _header, "ymmh" / _ymmh_state)
+XFEATURE_MASK_FP, XFEATURE_MASK_SSE = 1 << 0, 1 << 1  # XSTATE_BV bits (architectural; not in the uAPI headers)
 kvm_guest_debug_arch = Struct("debugreg" / Array(8, u64))
 kvm_guest_debug = Struct("control" / u32, "pad" / u32, "arch" / kvm_guest_debug_arch)
 kvm_debug_exit_arch = Struct("exception" / u32, "pad" / u32, "pc" / u64, "dr6" / u64, "dr7" / u64)
@@ -236,6 +258,9 @@ KVM_GET_FPU = _ior(0x8C, kvm_fpu)
 KVM_SET_FPU = _iow(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _iow(0x90, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = _iow(0x9B, kvm_guest_debug)
+KVM_GET_XSAVE = _ior(0xA4, kvm_xsave)
+KVM_SET_XSAVE = _iow(0xA5, kvm_xsave)
+KVM_GET_XSAVE2 = _ior(0xCF, kvm_xsave)  # copies KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes
 KVM_SET_GUEST_DEBUG_ARM64 = _iow(0x9B, kvm_guest_debug_arm64)
 KVM_GET_ONE_REG = _iow(0xAB, kvm_one_reg)  # _IOW although it reads: the struct only carries a pointer
 KVM_SET_ONE_REG = _iow(0xAC, kvm_one_reg)
@@ -282,6 +307,8 @@ KVM_CAP_SET_GUEST_DEBUG = 23
 KVM_CAP_VCPU_EVENTS = 41
 KVM_CAP_DEBUGREGS = 50
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
+KVM_CAP_XSAVE = 55
+KVM_CAP_XSAVE2 = 208
 KVM_CAP_ONE_REG = 70
 KVM_CAP_ARM_PSCI_0_2 = 102
 KVM_CAP_GUEST_DEBUG_HW_BPS = 119
@@ -322,6 +349,11 @@ X86_64_STRUCTS: dict[str, Construct] = {
     "kvm_guest_debug_arch": kvm_guest_debug_arch,
     "kvm_guest_debug": kvm_guest_debug,
     "kvm_debug_exit_arch": kvm_debug_exit_arch,
+    "kvm_xsave": kvm_xsave,
+    "_fpstate_64": _fpstate_64,
+    "_header": _header,
+    "_ymmh_state": _ymmh_state,
+    "_xstate": _xstate,
 }
 ARM64_STRUCTS: dict[str, Construct] = {
     "kvm_run": kvm_run_arm64,
@@ -358,6 +390,9 @@ X86_64_IOCTLS: dict[str, int] = _COMMON_IOCTLS | {
     "KVM_SET_IDENTITY_MAP_ADDR": KVM_SET_IDENTITY_MAP_ADDR,
     "KVM_GET_SUPPORTED_CPUID": KVM_GET_SUPPORTED_CPUID,
     "KVM_SET_CPUID2": KVM_SET_CPUID2,
+    "KVM_GET_XSAVE": KVM_GET_XSAVE,
+    "KVM_SET_XSAVE": KVM_SET_XSAVE,
+    "KVM_GET_XSAVE2": KVM_GET_XSAVE2,
 }
 ARM64_IOCTLS: dict[str, int] = _COMMON_IOCTLS | {
     "KVM_GET_REGS": KVM_GET_REGS_ARM64,
@@ -421,6 +456,8 @@ X86_64_CONSTANTS: dict[str, int] = COMMON_CONSTANTS | {
     "KVM_GUESTDBG_INJECT_BP": KVM_GUESTDBG_INJECT_BP,
     "KVM_GUESTDBG_BLOCKIRQ": KVM_GUESTDBG_BLOCKIRQ,
     "KVM_NR_INTERRUPTS": KVM_NR_INTERRUPTS,
+    "KVM_CAP_XSAVE": KVM_CAP_XSAVE,
+    "KVM_CAP_XSAVE2": KVM_CAP_XSAVE2,
 }
 ARM64_CONSTANTS: dict[str, int] = COMMON_CONSTANTS | {
     "KVM_GUESTDBG_USE_HW": KVM_GUESTDBG_USE_HW,

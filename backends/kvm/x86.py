@@ -22,22 +22,25 @@ The machine (one vCPU, no interrupt controller, no devices):
   all ones (so a UART driver polling LSR sees the transmitter empty).  Accesses past RAM are MMIO: reads
   all ones, writes ignored.  ``hlt`` (never woken: there are no interrupts) is Exit SHUTDOWN "guest halted".
 
-Registers use gdb's amd64 names (gdbstub/x86_64.py): rax..r15 rip (KVM_GET_REGS), eflags and the
-selectors cs ss ds es fs gs and fs_base gs_base (KVM_GET_SREGS), st0-st7 fctrl fstat ftag fiseg fioff foseg
-fooff fop xmm0-15 mxcsr (KVM_GET_FPU).  ftag is the full two-bit-per-register tag word, computed from the
-FXSAVE abridged tag as gdb does; fioff/fiseg and fooff/foseg are the low/high halves of the 64-bit FPU
-instruction and data pointers (gdb's amd64 FXSAVE layout).
+Registers use gdb's amd64 names (gdbstub/x86_64.py): rax..r15 rip eflags (KVM_GET_REGS), the selectors
+cs ss ds es fs gs and fs_base gs_base (KVM_GET_SREGS), st0-st7 fctrl fstat ftag fiseg fioff foseg fooff fop
+xmm0-15 mxcsr (KVM_GET_XSAVE: KVM_GET_FPU never reports mxcsr).  ftag is the full two-bit-per-register tag
+word, computed from the FXSAVE abridged tag as gdb does; fioff/fiseg and fooff/foseg are the low/high
+halves of the 64-bit FPU instruction and data pointers (gdb's amd64 FXSAVE layout).
 
 Debug exits are KVM's (kvm-hw-debug.md section 4): Exit(DEBUG, exception=1 or 3, pc, dr6, dr7).  Hosts
-differ: see probe_host() and the notes in capabilities().  One workaround is built in: a host whose KVM
-hands int3 to its instruction emulator (PVM does; the emulator cannot run int3 in long mode and reports
-KVM_EXIT_INTERNAL_ERROR) gets that exit reported as the #BP debug exit KVM normally gives, when
-USE_SW_BP is on.
+differ: probe_host() finds out what this one delivers, and capabilities() notes it.  Two host defects
+are repaired so that the stub sees KVM's behaviour (each such Exit says so in ``detail``):
+- a host whose KVM hands int3 to its instruction emulator (PVM: the emulator cannot run int3 in long mode
+  and reports KVM_EXIT_INTERNAL_ERROR) gets the #BP debug exit KVM normally gives, when USE_SW_BP is on;
+- a host that loses the single-step trap of an output instruction (out, MMIO store) that exited to
+  userspace gets the step exit after it (see _finish_step_after_output).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import hashlib
 import io
@@ -53,10 +56,12 @@ from elftools.elf.elffile import ELFFile
 
 from backends.api import (
     GUESTDBG_ENABLE,
+    GUESTDBG_SINGLESTEP,
     GUESTDBG_USE_HW,
     GUESTDBG_USE_SW_BP,
     GUESTDBG_VALID_MASK_X86,
     X86_BP_VECTOR,
+    X86_DB_VECTOR,
     BackendError,
     Capabilities,
     ConsoleSink,
@@ -82,6 +87,8 @@ EXIT_PORT = 0xF4
 TSS_ADDR = 0xFFFB_D000  # three pages KVM needs for real-mode emulation on Intel (QEMU's choice)
 IDENTITY_MAP_ADDR = 0xFFFB_C000
 
+DR6_STEP = 0xFFFF4FF0  # DR6 of a single-step #DB: the active-low bits and BS
+DR7_RESET = 0x400
 GDT_CODE64 = 0x08
 GDT_DATA = 0x10
 CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_PG = 1 << 0, 1 << 1, 1 << 4, 1 << 5, 1 << 16, 1 << 31
@@ -93,6 +100,8 @@ PTE_P, PTE_RW, PTE_PS = 1 << 0, 1 << 1, 1 << 7
 _REGS = Codec(uapi.kvm_regs)
 _SREGS = Codec(uapi.kvm_sregs)
 _FPU = Codec(uapi.kvm_fpu)
+_XSTATE = Codec(uapi._xstate)
+_XSAVE_MIN = sizeof(uapi.kvm_xsave)
 _GUEST_DEBUG = Codec(uapi.kvm_guest_debug)
 _MEMREGION = Codec(uapi.kvm_userspace_memory_region)
 _IO = Codec(uapi.exit_io)
@@ -104,7 +113,6 @@ _CPUID_ENTRY_SIZE = sizeof(uapi.kvm_cpuid_entry2)
 _RUN_IMMEDIATE_EXIT = offsetof(uapi.kvm_run, "immediate_exit")
 _RUN_EXIT_REASON = offsetof(uapi.kvm_run, "exit_reason")
 _RUN_EXIT = offsetof(uapi.kvm_run, "exit")
-_MMIO_ADDR = offsetof(uapi.kvm_run, "exit.mmio.phys_addr")
 _MMIO_DATA = offsetof(uapi.kvm_run, "exit.mmio.data")
 _MMIO_LEN = offsetof(uapi.kvm_run, "exit.mmio.len")
 _MMIO_IS_WRITE = offsetof(uapi.kvm_run, "exit.mmio.is_write")
@@ -139,6 +147,16 @@ _GROUP.update({n: "fpu" for n in REG_NAMES if n not in _GROUP})
 _FIELD_MAX = {n: 0xFFFF for n in (*_SELECTORS, "fctrl", "fstat", "ftag", "fop")}
 _MASK80 = (1 << 80) - 1
 _M32 = 0xFFFF_FFFF
+
+
+def _u128(values: dict[str, int], array: str, index: int) -> int:
+    """One 16-byte register of a u32 array (st_space, xmm_space) as an integer."""
+    return sum(values[f"{array}[{4 * index + k}]"] << 32 * k for k in range(4))
+
+
+def _put_u128(values: dict[str, int], array: str, index: int, value: int) -> None:
+    for k in range(4):
+        values[f"{array}[{4 * index + k}]"] = value >> 32 * k & _M32
 
 
 def full_ftag(abridged: int, fstat: int, fpr: list[int]) -> int:
@@ -242,6 +260,7 @@ class KvmX86Backend:
         self._ram: mmap.mmap | None = None
         self._ram_view: memoryview | None = None
         self._kvm_path = kvm_path
+        self._xsave_size = 0  # 0: the host has no KVM_GET_XSAVE; KVM_GET_FPU it is
         self._run: mmap.mmap | None = None
         host.install_kick_handler()
         try:
@@ -285,6 +304,9 @@ class KvmX86Backend:
         self._fds.append(self._vcpu)
         size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
         self._run = mmap.mmap(self._vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        if host.ioctl_int(self._kvm, uapi.KVM_CHECK_EXTENSION, uapi.KVM_CAP_XSAVE, what="KVM_CHECK_EXTENSION") > 0:
+            xsave2 = host.ioctl_int(self._vm, uapi.KVM_CHECK_EXTENSION, uapi.KVM_CAP_XSAVE2, what="KVM_CHECK_EXTENSION")
+            self._xsave_size = max(_XSAVE_MIN, xsave2)
         self._set_cpuid()
         for seg in self.image.segments:
             self._ram[seg.addr : seg.addr + len(seg.data)] = seg.data  # the tail to memsize is already zero
@@ -303,7 +325,7 @@ class KvmX86Backend:
         sregs["efer"] = EFER_LME | EFER_LMA
         self._set("sregs", sregs)
         self._set("regs", {"rip": self.image.entry, "rsp": self.tables, "rflags": 2})
-        fpu = self._get("fpu")  # the power-on x87/SSE control words (some hosts leave MXCSR 0: all unmasked)
+        fpu = self._get("fpu")  # the architectural power-on control words, whatever the host's vCPU reset did
         fpu.update({"fcw": 0x37F, "mxcsr": 0x1F80})
         self._set("fpu", fpu)
 
@@ -311,7 +333,7 @@ class KvmX86Backend:
         assert self._ram is not None
         anchor = ctypes.c_char.from_buffer(self._ram)
         address = ctypes.addressof(anchor)
-        del anchor  # only the address is needed; KVM pins nothing, the mapping lives as long as self._ram
+        del anchor  # the export would keep the mmap from closing; close() unmaps RAM only after the VM is gone
         return address
 
     def _set_cpuid(self) -> None:
@@ -322,8 +344,8 @@ class KvmX86Backend:
             try:
                 host.ioctl_out(self._kvm, uapi.KVM_GET_SUPPORTED_CPUID, buf, what="KVM_GET_SUPPORTED_CPUID")
                 break
-            except BackendError as e:
-                if "E2BIG" not in str(e) or nent >= 4096:
+            except host.KvmIoctlError as e:
+                if e.errno != errno.E2BIG or nent >= 4096:
                     raise
                 nent *= 2
         host.ioctl_out(self._vcpu, uapi.KVM_SET_CPUID2, buf, what="KVM_SET_CPUID2")
@@ -345,12 +367,18 @@ class KvmX86Backend:
 
     # ---- Backend: capabilities -------------------------------------------------------------------------
     def capabilities(self) -> Capabilities:
+        host = probe_host()
         notes = ["one pool of 4 debug registers (DR0-DR3) shared by breakpoints and watchpoints"]
-        notes += probe_host().notes()
+        notes += host.notes()
+        if not host.data_breakpoints:
+            # a watchpoint that never fires is worse than none: with 0, gdb watches in software (by stepping)
+            notes.append(
+                "hardware watchpoints: 0 reported; `set can-use-hw-watchpoints 0` makes gdb watch in software"
+            )
         return Capabilities(
             arch="x86_64",
             hw_breakpoints=4,
-            hw_watchpoints=4,
+            hw_watchpoints=4 if host.data_breakpoints else 0,
             single_step=True,
             sw_breakpoints=True,
             guest_debug_flags=GUESTDBG_VALID_MASK_X86,
@@ -378,22 +406,58 @@ class KvmX86Backend:
     def _get(self, group: str) -> dict[str, int]:
         if self._closed:
             raise BackendError("the VM is closed")
-        codec, request = {
-            "regs": (_REGS, uapi.KVM_GET_REGS),
-            "sregs": (_SREGS, uapi.KVM_GET_SREGS),
-            "fpu": (_FPU, uapi.KVM_GET_FPU),
-        }[group]
+        if group == "fpu":
+            return self._get_fpu()
+        codec, request = (_REGS, uapi.KVM_GET_REGS) if group == "regs" else (_SREGS, uapi.KVM_GET_SREGS)
         buf = bytearray(codec.size)
         host.ioctl_out(self._vcpu, request, buf, what=f"KVM_GET_{group.upper()}")
         return codec.unpack(buf)
 
     def _set(self, group: str, values: dict[str, int]) -> None:
-        codec, request = {
-            "regs": (_REGS, uapi.KVM_SET_REGS),
-            "sregs": (_SREGS, uapi.KVM_SET_SREGS),
-            "fpu": (_FPU, uapi.KVM_SET_FPU),
-        }[group]
+        if group == "fpu":
+            self._set_fpu(values)
+            return
+        codec, request = (_REGS, uapi.KVM_SET_REGS) if group == "regs" else (_SREGS, uapi.KVM_SET_SREGS)
         host.ioctl_in(self._vcpu, request, codec.pack(values), what=f"KVM_SET_{group.upper()}")
+
+    def _get_fpu(self) -> dict[str, int]:
+        """x87/SSE state in struct kvm_fpu's terms.  From KVM_GET_XSAVE where the host has it, because
+        KVM_GET_FPU leaves mxcsr out (it reads as whatever the buffer held)."""
+        if not self._xsave_size:
+            buf = bytearray(_FPU.size)
+            host.ioctl_out(self._vcpu, uapi.KVM_GET_FPU, buf, what="KVM_GET_FPU")
+            return _FPU.unpack(buf)
+        buf = bytearray(self._xsave_size)
+        request = uapi.KVM_GET_XSAVE2 if self._xsave_size > _XSAVE_MIN else uapi.KVM_GET_XSAVE
+        host.ioctl_out(self._vcpu, request, buf, what="KVM_GET_XSAVE")
+        x = _XSTATE.unpack(buf)
+        fpu = {f"fpr[{i}]": _u128(x, "fpstate.st_space", i) for i in range(8)}
+        fpu.update({f"xmm[{i}]": _u128(x, "fpstate.xmm_space", i) for i in range(16)})
+        fpu.update({"fcw": x["fpstate.cwd"], "fsw": x["fpstate.swd"], "ftwx": x["fpstate.twd"] & 0xFF})
+        fpu.update({"last_opcode": x["fpstate.fop"], "last_ip": x["fpstate.rip"], "last_dp": x["fpstate.rdp"]})
+        fpu["mxcsr"] = x["fpstate.mxcsr"]
+        return fpu
+
+    def _set_fpu(self, fpu: dict[str, int]) -> None:
+        """Writes the kvm_fpu-shaped values back through KVM_SET_XSAVE (or KVM_SET_FPU), keeping the rest
+        of the XSAVE image as KVM gave it; XSTATE_BV gets x87 and SSE so that the values are loaded."""
+        if not self._xsave_size:
+            host.ioctl_in(self._vcpu, uapi.KVM_SET_FPU, _FPU.pack(fpu), what="KVM_SET_FPU")
+            return
+        buf = bytearray(self._xsave_size)
+        request = uapi.KVM_GET_XSAVE2 if self._xsave_size > _XSAVE_MIN else uapi.KVM_GET_XSAVE
+        host.ioctl_out(self._vcpu, request, buf, what="KVM_GET_XSAVE")
+        x = _XSTATE.unpack(buf)
+        for i in range(8):
+            _put_u128(x, "fpstate.st_space", i, fpu[f"fpr[{i}]"])
+        for i in range(16):
+            _put_u128(x, "fpstate.xmm_space", i, fpu[f"xmm[{i}]"])
+        x.update({"fpstate.cwd": fpu["fcw"], "fpstate.swd": fpu["fsw"], "fpstate.fop": fpu["last_opcode"]})
+        x["fpstate.twd"] = x["fpstate.twd"] & 0xFF00 | fpu["ftwx"]
+        x.update({"fpstate.rip": fpu["last_ip"], "fpstate.rdp": fpu["last_dp"], "fpstate.mxcsr": fpu["mxcsr"]})
+        x["xstate_hdr.xfeatures"] |= uapi.XFEATURE_MASK_FP | uapi.XFEATURE_MASK_SSE
+        buf[: _XSTATE.size] = _XSTATE.pack(x)
+        host.ioctl_in(self._vcpu, uapi.KVM_SET_XSAVE, bytes(buf), what="KVM_SET_XSAVE")
 
     @staticmethod
     def _from_regs(name: str, regs: dict[str, int]) -> int:
@@ -539,8 +603,7 @@ class KvmX86Backend:
                 raise BackendError(f"KVM_RUN: {os.strerror(e.errno) if e.errno else e}") from None
             reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
             if reason == uapi.KVM_EXIT_DEBUG:
-                d = _DEBUG_EXIT.unpack(run, _RUN_EXIT)
-                return Exit(ExitReason.DEBUG, exception=d["exception"], pc=d["pc"], dr6=d["dr6"], dr7=d["dr7"])
+                return self._debug_exit(run)
             if reason == uapi.KVM_EXIT_IO:
                 ex = self._port_io(run)
                 if ex is not None:
@@ -549,6 +612,8 @@ class KvmX86Backend:
                 if not run[_MMIO_IS_WRITE]:
                     n = _U32.unpack_from(run, _MMIO_LEN)[0]
                     run[_MMIO_DATA : _MMIO_DATA + n] = b"\xff" * n
+                elif self._control & GUESTDBG_SINGLESTEP:
+                    return self._finish_step_after_output()
             elif reason == uapi.KVM_EXIT_HLT:
                 return Exit(ExitReason.SHUTDOWN, detail="guest halted")
             elif reason == uapi.KVM_EXIT_INTR:
@@ -570,7 +635,49 @@ class KvmX86Backend:
             status = int.from_bytes(run[off : off + io_exit["size"]], "little")
             self._complete_pending_io()
             return Exit(ExitReason.SHUTDOWN, status=status, detail=f"guest wrote {status:#x} to port {EXIT_PORT:#x}")
+        if self._control & GUESTDBG_SINGLESTEP:
+            return self._finish_step_after_output()
         return None
+
+    def _finish_step_after_output(self) -> Exit:
+        """Single-stepping an output instruction (out, MMIO store) that exited to us.  KVM completes it on
+        the next KVM_RUN and then reports the step; some hosts (PVM) complete it and run on, losing the
+        step.  Completing it here with immediate_exit tells the two apart: a DEBUG exit is KVM's own
+        report, EINTR means the step was lost, and the backend reports it as KVM would (DR6.BS, pc = the
+        next instruction; DR7 as KVM loads it: the USE_HW_BP debugreg[7], else the guest's reset 0x400)."""
+        run = self._run
+        assert run is not None
+        run[_RUN_IMMEDIATE_EXIT] = 1
+        try:
+            _kvm_run(self._vcpu)
+        except InterruptedError:
+            rip = self._get("regs")["rip"]
+            dr7 = self._dbg.debugreg[7] if self._control & GUESTDBG_USE_HW else DR7_RESET
+            return Exit(
+                ExitReason.DEBUG,
+                exception=X86_DB_VECTOR,
+                pc=rip,
+                dr6=DR6_STEP,
+                dr7=dr7,
+                detail="single step after output completed by the backend (the host loses it)",
+            )
+        except OSError as e:
+            raise BackendError(f"KVM_RUN (completing output): {os.strerror(e.errno) if e.errno else e}") from None
+        finally:
+            run[_RUN_IMMEDIATE_EXIT] = 0
+        reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
+        if reason == uapi.KVM_EXIT_DEBUG:
+            return self._debug_exit(run)
+        return self._fatal_exit(reason, run)
+
+    def _debug_exit(self, run: bytearray | memoryview | mmap.mmap) -> Exit:
+        """KVM_EXIT_DEBUG as an Exit.  Some hosts (PVM) never write dr7 on #DB exits, leaving stale bytes of an
+        earlier exit in the union: DR7 without its reserved-1 bit 10 is replaced by the DR7 we pushed."""
+        d = _DEBUG_EXIT.unpack(run, _RUN_EXIT)
+        dr7 = d["dr7"]
+        if not dr7 & 0x400 or dr7 >> 32:
+            dr7 = self._dbg.debugreg[7] if self._control & GUESTDBG_USE_HW else DR7_RESET
+        return Exit(ExitReason.DEBUG, exception=d["exception"], pc=d["pc"], dr6=d["dr6"], dr7=dr7)
 
     def _complete_pending_io(self) -> None:
         """KVM finishes an exited I/O instruction (RIP past it) only on the next KVM_RUN: do that now with
@@ -651,13 +758,13 @@ class KvmX86Backend:
             self._closed = True
         if self._run is not None:
             self._run.close()
+        for fd in reversed(self._fds):  # vCPU, VM, then /dev/kvm: the VM (and its memslot) goes first
+            os.close(fd)
+        self._fds.clear()
         if self._ram is not None:
             if self._ram_view is not None:
                 self._ram_view.release()
             self._ram.close()
-        for fd in reversed(self._fds):
-            os.close(fd)
-        self._fds.clear()
 
     def __enter__(self) -> KvmX86Backend:
         return self
@@ -680,7 +787,11 @@ class HostProfile:
     data_breakpoints: bool  # a DR7 write breakpoint traps (KVM_EXIT_DEBUG with DR6.Bn)
     general_detect: bool  # DR7.GD makes `mov %dr0` exit with DR6.BD
     int3_native: bool  # int3 with USE_SW_BP exits as #BP without the emulator workaround
-    detail: str = ""
+    sse: bool  # the guest can execute SSE instructions (xorps)
+    findings: tuple[tuple[str, str], ...] = ()  # (probe, what its guest did)
+
+    def finding(self, probe: str) -> str:
+        return dict(self.findings).get(probe, "not probed")
 
     def notes(self) -> list[str]:
         out = []
@@ -692,6 +803,11 @@ class HostProfile:
             out.append("this host's KVM ignores DR7.GD (probed)")
         if not self.int3_native:
             out.append("int3 reaches us as an emulation failure; reported as the usual #BP exit")
+        if not self.sse:
+            out.append(
+                "guest SSE/x87 instructions fail on this host (probed): it runs CPL-0 guest code in KVM's "
+                "instruction emulator, which cannot execute them"
+            )
         return out
 
 
@@ -699,11 +815,12 @@ class HostProfile:
 _PROBE_DATA_BP = bytes.fromhex("48890425 00002000 f4".replace(" ", ""))
 _PROBE_GD = bytes.fromhex("0f21c0 f4".replace(" ", ""))  # mov %dr0, %rax; hlt
 _PROBE_INT3 = bytes.fromhex("cc f4".replace(" ", ""))
+_PROBE_SSE = bytes.fromhex("0f57c0 f4".replace(" ", ""))  # xorps %xmm0, %xmm0; hlt
 
 
 @cache
 def probe_host() -> HostProfile:
-    """Run three tiny guests to learn what this host delivers (cached: a few milliseconds, once)."""
+    """Run four tiny guests to learn what this host delivers (cached: a few milliseconds, once)."""
     pvm = Path("/sys/module/kvm_pvm").exists()
 
     def first_exit(code: bytes, control: int, debugreg: list[int]) -> Exit:
@@ -715,11 +832,15 @@ def probe_host() -> HostProfile:
     data = first_exit(_PROBE_DATA_BP, hw, [0x20_0000, 0, 0, 0, 0, 0, 0, 0x400 | 0b10 | 0b1101 << 16])
     gd = first_exit(_PROBE_GD, hw, [0] * 7 + [0x400 | 1 << 13])
     int3 = first_exit(_PROBE_INT3, GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP, [0] * 8)
+    sse = first_exit(_PROBE_SSE, 0, [0] * 8)
     return HostProfile(
         pvm=pvm,
         data_breakpoints=data.reason is ExitReason.DEBUG and bool(data.dr6 & 1),
         general_detect=gd.reason is ExitReason.DEBUG and bool(gd.dr6 & 1 << 13),
         int3_native=int3.reason is ExitReason.DEBUG and not int3.detail,
-        detail=f"data bp probe: {data.reason.value} {data.detail}; GD probe: {gd.reason.value} {gd.detail}; "
-        f"int3 probe: {int3.reason.value} {int3.detail}",
+        sse=sse.reason is ExitReason.SHUTDOWN and sse.detail == "guest halted",
+        findings=tuple(
+            (name, f"{ex.reason.value}: {ex.detail}" if ex.detail else f"{ex.reason.value} at {ex.pc:#x}")
+            for name, ex in (("data breakpoint", data), ("DR7.GD", gd), ("int3", int3), ("SSE", sse))
+        ),
     )

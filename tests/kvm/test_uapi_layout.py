@@ -22,6 +22,8 @@ from backends.kvm import uapi
 from backends.kvm.layout import nodes, sizeof
 from tests.conftest import IN_CI, require_tool
 
+X86_INCLUDES = ("asm/sigcontext.h",)
+
 
 def _c_member(struct_name: str, path: str) -> str:
     """Our member path in C: kvm_run's exit union is anonymous there."""
@@ -48,11 +50,12 @@ def _expectations(
     return out
 
 
-def _source(exprs: list[str], with_main: bool) -> str:
+def _source(exprs: list[str], with_main: bool, includes: tuple[str, ...] = ()) -> str:
     lines = [
         "#include <stddef.h>",
         "#include <stdio.h>" if with_main else "",
         "#include <linux/kvm.h>",
+        *[f"#include <{h}>" for h in includes],
         "__attribute__((used)) const unsigned long long probe_values[] = {",
         *[f"    {e}," for e in exprs],
         "};",
@@ -106,7 +109,8 @@ def test_x86_64_layout_matches_kernel_headers(tmp_path: Path) -> None:
         pytest.skip("/usr/include/linux/kvm.h missing (Debian package linux-libc-dev)")
     expect = _expectations(uapi.X86_64_STRUCTS, uapi.X86_64_IOCTLS, uapi.X86_64_CONSTANTS)
     src = tmp_path / "probe.c"
-    src.write_text(_source([e for _, e, _ in expect], with_main=True))
+    # asm/sigcontext.h: the XSAVE image structs (struct _xstate) KVM_GET_XSAVE's region holds
+    src.write_text(_source([e for _, e, _ in expect], with_main=True, includes=X86_INCLUDES))
     exe = tmp_path / "probe"
     _compile(gcc, src, exe)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()

@@ -183,6 +183,28 @@ def test_faults_are_logged(server: ServerProcess) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    ("insert", "stop_kind"),
+    [(b"Z2,0,80000000", b"watch:0;"), (b"Z3,0,80000000", b"rwatch:0;"), (b"Z4,40000000,8000000", b"awatch:40000000;")],
+)
+def test_a_watch_over_all_of_ram_stops_at_once(server: ServerProcess, insert: bytes, stop_kind: bytes) -> None:
+    # The simulated core used to write-protect a watched range page by page: 2 GiB took hours of vCPU
+    # thread time, out of reach of Ctrl-C, and a disconnect then wedged the server.
+    c = connect(server.port)
+    assert c.packet(insert) == b"OK"
+    t = time.monotonic()
+    stop = c.packet(b"vCont;c")
+    assert is_stop(stop, 5) and stop_kind in stop, stop
+    assert time.monotonic() - t < 3
+    assert c.packet(b"z" + insert[1:]) == b"OK"
+    c.send(frame(b"vCont;c"))
+    time.sleep(0.1)
+    c.send(b"\x03")
+    assert is_stop(c.reply(), 2)
+    c.close()
+    alive(server)
+
+
 # ---------------------------------------------------------------- the backend failing
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from backends.api import GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP, GUESTDBG_USE_HW, GUESTDBG_USE_SW_BP
+from gdbstub.rsp import Connection
+from gdbstub.session import Resume, Session
 from gdbstub.slots import GdbPoint, PointKind
 from gdbstub.target import GDB_SIGTRAP, StopKind, Target
 from tests.x86.fake import FakeX86Backend, Insn
@@ -29,12 +31,13 @@ def test_int3_is_planted_hidden_and_stepped_over() -> None:
     stop = t.resume(step=False)
     assert (stop.signal, stop.kind, b.regs["rip"]) == (GDB_SIGTRAP, StopKind.SWBREAK, 0x100008)
     assert b.control == GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP | GUESTDBG_USE_HW
-    b.script.append(lambda fb: (fb.ram.__setitem__(slice(8, 9), b"\xcd"), fb._one())[1])  # sees the original byte
+    seen: list[int] = []
+    b.script.append(lambda fb: (seen.append(fb.ram[8]), fb.run())[1])  # the step runs on the original byte
     stop = t.resume(step=True)
-    assert b.ram[8] == 0xCC  # planted again after the step
+    assert seen == [0x90] and b.ram[8] == 0xCC  # planted again after the step
     assert (stop.kind, b.regs["rip"]) == (StopKind.SIGNAL, 0x10000E)
     t.remove_sw_breakpoint(0x100008, 1)
-    assert b.ram[8] == 0xCD
+    assert b.ram[8] == 0x90
 
 
 def test_hbreak_stop_and_step_over_with_its_dr7_bit_cleared() -> None:
@@ -86,7 +89,13 @@ def test_a_watch_hit_during_a_step_is_reported() -> None:
 
 def test_guests_own_int3_is_a_plain_sigtrap() -> None:
     b, t = make()
-    b.ram[5] = 0xCC
+    b.ram[0x10] = 0xCC
     stop = t.resume(step=False)
-    assert (stop.kind, stop.signal, b.regs["rip"]) == (StopKind.SIGNAL, GDB_SIGTRAP, 0x100005)
+    assert (stop.kind, stop.signal, b.regs["rip"]) == (StopKind.SIGNAL, GDB_SIGTRAP, 0x100010)
     assert "guest's own int3" in stop.detail
+
+
+def test_continue_at_an_address_sets_rip() -> None:
+    b, t = make()
+    assert Session(t, Connection()).handle(b"c100010") == Resume(step=False)
+    assert b.regs["rip"] == 0x100010
