@@ -26,6 +26,7 @@ from gdbstub.transcript import ConnectionRecorder, Recorder
 log = logging.getLogger("gdbstub.server")
 
 MAX_PACKET = 0x4000
+MAX_QUEUED = 256  # packets kept while the guest runs (a well-behaved gdb sends none)
 SHUTDOWN_QUIET = 0.25  # after the owed stop reply, gdb's burst of reads to show where it stopped ends
 SHUTDOWN_MAX = 3.0  # ... and a client that keeps talking (or stops reading) cannot hold up the exit
 REFUSE_QUIET = 0.2  # a refused client silent this long after our last error packet is closed
@@ -91,6 +92,7 @@ class Server:
     def _start_free_run(self) -> None:
         done = trio.Event()
         self._free_run_done = done
+        self.target.begin_resume()
 
         async def free_run() -> None:
             try:
@@ -149,6 +151,7 @@ class _Client:
         self.send_lock = trio.Lock()
         self.stopped = trio.Event()
         self.closing = False  # server shutdown: packets are still answered, but nothing resumes the guest
+        self.gone = False  # the client hung up: nothing queued may resume the guest any more
         self.last_input = 0.0  # trio.current_time() of the client's last bytes
 
     async def flush(self) -> None:
@@ -175,6 +178,7 @@ class _Client:
                     await self.flush()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+            self.gone = True
             if self.running:  # the client went away while the guest ran: halt it, keep its state
                 self.target.interrupt()
                 await self.stopped.wait()
@@ -204,7 +208,11 @@ class _Client:
             if not ev.reason.startswith(("checksum", "malformed checksum")) and not self.running:
                 self.conn.send(E_INVAL)  # acked but undecodable: answer, or gdb waits for a reply
         elif self.running or self.finished:
-            self.queued.append(ev)
+            if len(self.queued) < MAX_QUEUED:  # all-stop gdb sends nothing but 0x03 while the guest runs
+                self.queued.append(ev)
+            elif len(self.queued) == MAX_QUEUED:
+                log.warning(kv("error", reason="client floods packets while the guest runs: dropping them"))
+                self.queued.append(ev)
         else:
             self.process(ev)
 
@@ -217,6 +225,7 @@ class _Client:
         if isinstance(reply, Resume) and self.closing:
             self.conn.send(b"E.the gdbstub server is shutting down")
         elif isinstance(reply, Resume):
+            self.target.begin_resume()  # from here an interrupt counts, until resume() returns
             if reply.step:
                 self.report(self.target.resume(True))
             else:
@@ -230,14 +239,19 @@ class _Client:
 
     def report(self, stop: StopEvent) -> None:
         log.info(kv("stop", **_stop_fields(stop)))
-        self.conn.send(self.session.stop_reply(stop))
+        try:
+            reply = self.session.stop_reply(stop)
+        except Exception as e:  # reading the expedited registers failed: the stop without them
+            log.error(kv("error", where="stop_reply", error=f"{type(e).__name__}: {e}"))
+            reply = b"S%02x" % stop.signal
+        self.conn.send(reply)
 
     async def run_guest(self) -> None:
         stop = await trio.to_thread.run_sync(self.target.resume, False)
         self.running = False
         self.stopped.set()
         self.report(stop)
-        while self.queued and not self.running and not self.finished:
+        while self.queued and not self.running and not self.finished and not self.gone:
             self.process(self.queued.popleft())
         try:
             await self.flush()

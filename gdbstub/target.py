@@ -88,6 +88,8 @@ class Target:
         self.last_run_slots: list[str] = []  # `monitor slots` while stopped: gdb has removed its points by then
         self._described = -1
         self._interrupt = threading.Event()
+        self._resuming = False  # between begin_resume() and the end of resume(): only then does 0x03 count
+        self._lock = threading.Lock()
 
     # ---- registers and memory (guest stopped) ---------------------------------------------------
     def read_register(self, name: str) -> int:
@@ -177,9 +179,19 @@ class Target:
         self._push(0)
 
     # ---- run control --------------------------------------------------------------------------
+    def begin_resume(self) -> None:
+        """Called before resume() is started (on whatever thread): an interrupt from now on stops it, even
+        one that arrives before the worker thread gets going; one after resume() returned is stale."""
+        with self._lock:
+            self._resuming = True
+            self._interrupt.clear()
+
     def interrupt(self) -> None:
         """Thread-safe (gdb's Ctrl-C): the running resume() returns a SIGINT stop soon."""
-        self._interrupt.set()
+        with self._lock:
+            if not self._resuming:
+                return
+            self._interrupt.set()
         self.backend.kick(self.vcpu)
 
     def _push(self, control: int, regs: DebugRegs | X86DebugRegs | None = None) -> None:
@@ -218,6 +230,8 @@ class Target:
         """Run (or step) until something gdb must see happens; blocking, on a worker thread."""
         if self.exited:
             return self.last_stop
+        with self._lock:
+            self._resuming = True  # callers that skipped begin_resume(): interrupts count from here
         try:
             stop = self._resume(step)
         except Exception as e:  # a failing vCPU must become a stop gdb sees, never kill the server
@@ -226,7 +240,9 @@ class Target:
             )
             self._pushed = None  # the backend's debug state is unknown now: push it again next run
             stop = StopEvent(GDB_SIGBUS, detail=f"backend error: {e}")
-        self._interrupt.clear()
+        with self._lock:
+            self._resuming = False
+            self._interrupt.clear()
         self.last_stop = stop
         return stop
 

@@ -92,11 +92,6 @@ def test_many_abrupt_disconnects(server: ServerProcess) -> None:
     alive(server)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server.py bug: a `c` queued while the guest ran is started after the disconnect's halt, on a worker "
-    "thread nothing stops: the session never ends and every later client is refused",
-)
 def test_disconnect_with_a_continue_queued_behind_a_running_one(server: ServerProcess) -> None:
     c = connect(server.port)
     c.send(frame(b"vCont;c") + frame(b"c"))

@@ -83,11 +83,6 @@ def test_interrupt_when_stopped_is_ignored(server: ServerProcess) -> None:
     c.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server.py bug: 0x03s handled after resume() returned, before _Client.running drops, leave a stale "
-    "interrupt that stops the next step/continue at once with T02",
-)
 def test_the_next_resume_after_an_interrupt_flood_really_runs(server: ServerProcess) -> None:
     c = connect(server.port)
     for _ in range(3):
