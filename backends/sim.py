@@ -104,6 +104,7 @@ PSCI_SYSTEM_RESET = 0x8400_0009
 SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
 
 _IL = 1 << 25
+_EC_SVC64 = 0x15
 
 
 def _esr(ec: int, iss: int) -> int:
@@ -138,6 +139,16 @@ _REGS.update({"fpsr": A.UC_ARM64_REG_FPSR, "fpcr": A.UC_ARM64_REG_FPCR})
 _REG_NAMES = list(_REGS)
 _REG_IDS = [_REGS[n] for n in _REG_NAMES]
 _REG_WIDTH = {n: (128 if n.startswith("v") else 32 if n in ("fpsr", "fpcr") else 64) for n in _REG_NAMES}
+# EL1 system registers a VMM reads and writes to deliver an exception to the guest (KVM: ONE_REG sysregs);
+# not in gdb's register table.  sp_el0/sp_el1 are the architectural stack pointers, whichever is live.
+_SYSREGS: dict[str, int] = {
+    "esr_el1": A.UC_ARM64_REG_ESR_EL1,
+    "elr_el1": A.UC_ARM64_REG_ELR_EL1,
+    "far_el1": A.UC_ARM64_REG_FAR_EL1,
+    "vbar_el1": A.UC_ARM64_REG_VBAR_EL1,
+}
+_SPSR_EL1 = (4, 0, 3, 0, 0)  # (CRn, CRm, op0, op1, op2): unicorn names no SPSR_EL1, its CP_REG does
+_EXTRA_REGS = set(_SYSREGS) | {"spsr_el1", "sp_el0", "sp_el1"}
 
 
 class _RegBatch:
@@ -363,18 +374,71 @@ class SimBackend:
     def get_reg(self, name: str, vcpu: int = 0) -> int:
         reg = _REGS.get(name)
         if reg is None:
+            if name in _EXTRA_REGS:
+                return self._get_extra(name)
             raise BackendError(f"unknown register {name}")
         value: int = self._uc.reg_read(reg)
         return value
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
         for name, value in regs.items():
-            if name not in _REGS:
+            if name not in _REGS and name not in _EXTRA_REGS:
                 raise BackendError(f"unknown register {name}")
-            if not 0 <= value < 1 << _REG_WIDTH[name]:
+            if not 0 <= value < 1 << _REG_WIDTH.get(name, 64):
                 raise BackendError(f"value out of range for {name}")
         for name, value in regs.items():
-            self._uc.reg_write(_REGS[name], value)
+            if name in _REGS:
+                self._uc.reg_write(_REGS[name], value)
+            else:
+                self._set_extra(name, value)
+
+    def _sp_el1_live(self) -> bool:
+        """unicorn keeps the live stack pointer in SP and does not bank it on PSTATE writes."""
+        pstate = self._uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        return ((pstate >> 2) & 3) == 1 and bool(pstate & 1)
+
+    def _get_extra(self, name: str) -> int:
+        uc = self._uc
+        if name == "spsr_el1":
+            return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _SPSR_EL1))
+        if name in ("sp_el0", "sp_el1"):
+            live = (name == "sp_el1") == self._sp_el1_live()
+            return int(uc.reg_read(A.UC_ARM64_REG_SP if live else getattr(A, f"UC_ARM64_REG_{name.upper()}")))
+        return int(uc.reg_read(_SYSREGS[name]))
+
+    def _set_extra(self, name: str, value: int) -> None:
+        uc = self._uc
+        if name == "spsr_el1":
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, value))
+        elif name in ("sp_el0", "sp_el1"):
+            live = (name == "sp_el1") == self._sp_el1_live()
+            uc.reg_write(A.UC_ARM64_REG_SP if live else getattr(A, f"UC_ARM64_REG_{name.upper()}"), value)
+        else:
+            uc.reg_write(_SYSREGS[name], value)
+
+    def _take_exception(self, esr: int, elr: int, far: int | None = None) -> bool:
+        """Synchronous exception entry to EL1 (AArch64), as the architecture does it for exceptions KVM
+        never sees (undefined instructions, SVC) and for BRK while nothing debugs the guest.  False,
+        with nothing changed, if the vector lies outside guest RAM: a guest that set up no vectors
+        cannot take the exception, and stopping there (SIGILL/SIGTRAP) helps more than a fault loop."""
+        uc = self._uc
+        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        el, sp_h = (pstate >> 2) & 3, pstate & 1
+        vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + (0x400 if el == 0 else 0x200 if sp_h else 0)
+        if not self.ram_base <= vector < self.ram_base + self.ram_size - 4:
+            return False
+        sp_el1 = self._get_extra("sp_el1")
+        if not (el == 1 and sp_h):  # the live SP was SP_EL0: bank it, EL1h runs on SP_EL1
+            uc.reg_write(A.UC_ARM64_REG_SP_EL0, uc.reg_read(A.UC_ARM64_REG_SP))
+        uc.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
+        uc.reg_write(A.UC_ARM64_REG_ELR_EL1, elr)
+        uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, pstate))
+        if far is not None:
+            uc.reg_write(A.UC_ARM64_REG_FAR_EL1, far)
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)  # EL1h, DAIF masked, SS/IL clear
+        uc.reg_write(A.UC_ARM64_REG_SP, sp_el1)
+        uc.reg_write(A.UC_ARM64_REG_PC, vector)
+        return True
 
     # ---- guest debug ---------------------------------------------------------------------------
     def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
@@ -543,7 +607,11 @@ class SimBackend:
         pc = uc.reg_read(A.UC_ARM64_REG_PC)
         if intno == _EXCP_BKPT:
             insn = int.from_bytes(uc.mem_read(pc, 4), "little")
-            self._stop(Exit(ExitReason.DEBUG, esr=esr_brk64((insn >> 5) & 0xFFFF), far=self._far))
+            esr = esr_brk64((insn >> 5) & 0xFFFF)
+            if self._control & GUESTDBG_ENABLE:  # MDCR_EL2.TDE: every debug exception exits to userspace
+                self._stop(Exit(ExitReason.DEBUG, esr=esr, far=self._far))
+            elif not self._take_exception(esr, pc):
+                self._stop(Exit(ExitReason.FAULT, signal=SIGTRAP, detail=f"BRK at {pc:#x} with no vectors"))
         elif intno in (_EXCP_HVC, _EXCP_SMC) and uc.reg_read(A.UC_ARM64_REG_X0) in (
             PSCI_SYSTEM_OFF,
             PSCI_SYSTEM_RESET,
@@ -552,14 +620,18 @@ class SimBackend:
         elif intno == _EXCP_UDEF and self._is_psci_off(pc):
             self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
         elif intno == _EXCP_UDEF:
-            self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"undefined instruction at {pc:#x}"))
+            if not self._take_exception(_IL, pc):  # EC 0x00: unknown reason; ELR = the instruction
+                self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"undefined instruction at {pc:#x}"))
         elif intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
             self._stop(Exit(ExitReason.FAULT, signal=SIGSEGV, detail=f"abort at {pc:#x}"))
-        else:
-            name = {_EXCP_SWI: "SVC", _EXCP_HVC: "HVC", _EXCP_SMC: "SMC"}.get(intno, f"exception {intno}")
-            self._stop(
-                Exit(ExitReason.FAULT, signal=SIGILL, detail=f"{name} at {pc:#x}: exception vectors not simulated")
-            )
+        elif intno == _EXCP_SWI:  # SVC: the preferred return address is the next instruction (pc already is)
+            imm = (int.from_bytes(uc.mem_read(pc - 4, 4), "little") >> 5) & 0xFFFF
+            if not self._take_exception(_esr(_EC_SVC64, imm), pc):
+                self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"SVC at {pc - 4:#x} with no vectors"))
+        else:  # HVC/SMC that are not PSCI calls: UNDEFINED at EL1 without EL2/EL3 firmware to take them
+            name = {_EXCP_HVC: "HVC", _EXCP_SMC: "SMC"}.get(intno, f"exception {intno}")
+            if not self._take_exception(_IL, pc - 4):
+                self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"{name} at {pc - 4:#x} with no vectors"))
 
     def _is_psci_off(self, pc: int) -> bool:
         """`hvc #0` (undefined to unicorn, whose core has no EL2) calling PSCI SYSTEM_OFF/RESET."""

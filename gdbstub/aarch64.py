@@ -235,3 +235,23 @@ def step_over_regs(table: SlotTable, pc: int, no_watch: bool) -> DebugRegs:
     if no_watch:
         regs.wcr = [w & ~1 for w in regs.wcr]
     return regs
+
+
+def guest_exception(ex: Exit, get: Callable[[str], int]) -> dict[str, int]:
+    """The register writes that deliver a debug exception the debugger does not own (the guest's own BRK)
+    to the guest's EL1 vectors, as the architecture would have without a debugger: arm64 KVM has no
+    injection ioctl, so the VMM emulates the entry (QEMU does the same).  Order matters: PSTATE first,
+    so that sp_el0/sp (the live one) mean the new mode's stack pointers."""
+    pstate = get("cpsr")
+    el, sp_h = (pstate >> 2) & 3, pstate & 1
+    vector = get("vbar_el1") + (0x400 if el == 0 else 0x200 if sp_h else 0)
+    writes = {
+        "esr_el1": ex.esr & 0xFFFF_FFFF,
+        "elr_el1": get("pc"),
+        "spsr_el1": pstate & 0xFFFF_FFFF,
+        "cpsr": (pstate & 0xF000_0000) | 0x3C5,  # EL1h, DAIF masked, SS and IL clear
+    }
+    if not (el == 1 and sp_h):  # SP_EL0 was live: bank it, the handler runs on SP_EL1
+        writes.update(sp_el0=get("sp"), sp=get("sp_el1"))
+    writes["pc"] = vector
+    return writes

@@ -276,6 +276,18 @@ class Target:
             if step:  # the step was consumed by an invisible event
                 return StopEvent(GDB_SIGTRAP)
 
+    def _reinject(self, ex: Exit) -> bool:
+        """Deliver a debug exception we do not own to the guest (E6), if it has a vector table in memory."""
+        try:
+            writes = self.arch.guest_exception(ex, lambda name: self.backend.get_reg(name, self.vcpu))
+            if not writes:
+                return False
+            self.backend.read_memory(writes[self.arch.PC], 4)  # no vector there: stop instead of looping
+            self.backend.set_regs(writes, self.vcpu)
+        except (BackendError, KeyError):
+            return False
+        return True
+
     def _code_at_pc(self) -> bytes | None:
         try:
             return self.backend.read_memory(self._pc(), 4)
@@ -306,5 +318,8 @@ class Target:
             pc = self._pc()
             if pc in self.sw_breakpoints:
                 return StopEvent(GDB_SIGTRAP, StopKind.SWBREAK)
-            return StopEvent(GDB_SIGTRAP, detail=f"guest's own {d.detail} at {pc:#x}")
+            if self._reinject(ex):  # the guest's own BRK (a kernel's BUG/WARN): its handler runs, gdb never sees it
+                log.info(kv("reinject", what=d.detail, pc=f"{pc:#x}"))
+                return None
+            return StopEvent(GDB_SIGTRAP, detail=f"guest's own {d.detail} at {pc:#x}, and no vector to take it")
         return StopEvent(GDB_SIGTRAP, detail=f"unexpected debug exit {d.detail}")

@@ -145,6 +145,23 @@ case_hvc:                               // hvc #0 with the caller's x0
     .word   0
     endcase case_udf
 
+// svc #0x77 (exception entry to the guest's own vectors)
+    case    case_svc
+    svc     #0x77
+    endcase case_svc
+
+// a vector table for tests that set VBAR_EL1 to it: every vector spins on itself, so a test can see
+// which one was entered (vectors + 0x200: synchronous, current EL with SP_ELx)
+    .balign 2048
+    .globl  vectors
+    .type   vectors, %function
+vectors:
+    .rept   16
+    b       .
+    .balign 128
+    .endr
+    .size   vectors, . - vectors
+
 // an endless loop (kick() target)
     case    case_spin
     b       case_spin

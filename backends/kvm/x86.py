@@ -372,9 +372,7 @@ class KvmX86Backend:
         notes += host.notes()
         if not host.data_breakpoints:
             # a watchpoint that never fires is worse than none: with 0, gdb watches in software (by stepping)
-            notes.append(
-                "hardware watchpoints: 0 reported; `set can-use-hw-watchpoints 0` makes gdb watch in software"
-            )
+            notes.append("hardware watchpoints: 0 reported; `set can-use-hw-watchpoints 0` makes gdb watch in software")
         return Capabilities(
             arch="x86_64",
             hw_breakpoints=4,

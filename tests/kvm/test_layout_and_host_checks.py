@@ -94,10 +94,17 @@ def test_host_check_refusals_are_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     os.close(fd)
 
 
-def test_open_backend_on_an_arm64_host_says_not_built_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_backend_on_an_arm64_host_opens_the_arm64_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, int, object]] = []
+
+    def fake_arm64(image: object, *, ram_size: int, console: object) -> str:
+        calls.append((image, ram_size, console))
+        return "arm64 backend"
+
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
-    with pytest.raises(BackendError, match="arm64 KVM backend: not built yet"):
-        open_backend(DEMO_ELF, 128 << 20, None)
+    monkeypatch.setattr("backends.kvm.KvmArm64Backend", fake_arm64)
+    assert open_backend(DEMO_ELF, 128 << 20, None) == "arm64 backend"  # type: ignore[comparison-overlap]
+    assert calls == [(DEMO_ELF, 128 << 20, None)]
     monkeypatch.setattr("platform.machine", lambda: "riscv64")
     with pytest.raises(BackendError, match="riscv64"):
         open_backend(DEMO_ELF, 128 << 20, None)

@@ -10,6 +10,7 @@ gdbstub's encoders.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -820,7 +821,9 @@ def test_c10_without_enable_everything_is_cleared(vm: SimBackend, g: Guest, cont
     assert summary(vm, vm.run()) == (ExitReason.DEBUG, ESR_BREAKPOINT, x)
     vm.set_guest_debug(control, regs)
     ex = vm.run()  # no breakpoint, no watchpoint, no step
-    assert summary(vm, ex) == (ExitReason.DEBUG, ESR_DONE, x + 4)
+    # and no exit for the case's closing BRK either: without ENABLE it is the guest's (C8), and this guest
+    # has no vectors to take it, so the sim stops there (SIGTRAP) instead of faulting in a loop
+    assert (ex.reason, ex.signal, vm.get_reg("pc")) == (ExitReason.FAULT, 5, x + 4)
     assert vm.read_memory(a, 8) == u64(NEW)
     vm.set_guest_debug(HW, regs)  # enabled again: they are back
     at(vm, x)
@@ -1030,3 +1033,57 @@ def test_dc_zva_touching_a_watched_byte_hits(g: Guest, policy: FarPolicy, watch_
         assert vm.read_memory(buf, 64) == bytes(64)
     finally:
         vm.close()
+
+
+# ---- exceptions the guest takes itself (its own EL1 vectors) ---------------------------------------------
+
+SYNC_EL1H = 0x200  # vector offset: synchronous, current EL, SP_ELx
+
+
+def test_undefined_instruction_enters_the_guest_vectors(vm: SimBackend, g: Guest) -> None:
+    """KVM never sees an undefined instruction: the guest takes it (ESR_EL1 EC 0x00, ELR = the insn)."""
+    vm.set_guest_debug(HW)
+    vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_udf"], "cpsr": 0x3C5, "sp": 0x4000_3000})
+    vm.set_guest_debug(HW | STEP)
+    ex = vm.run()
+    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP, g["vectors"] + SYNC_EL1H)
+    assert (vm.get_reg("esr_el1"), vm.get_reg("elr_el1"), vm.get_reg("spsr_el1")) == (0x0200_0000, g["case_udf"], 0x3C5)
+    assert vm.get_reg("sp") == 0x4000_3000
+
+
+def test_step_over_svc_lands_on_the_vector_with_elr_after_it(vm: SimBackend, g: Guest) -> None:
+    """C14: step over `svc`: a step exit with PC = VBAR_EL1 + 0x200 and ELR_EL1 = svc + 4."""
+    vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_svc"]})
+    vm.set_guest_debug(HW | STEP)
+    ex = vm.run()
+    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP, g["vectors"] + SYNC_EL1H)
+    assert (vm.get_reg("esr_el1"), vm.get_reg("elr_el1")) == (0x5600_0077, g["case_svc"] + 4)
+
+
+def test_exception_from_el1t_banks_the_stack_pointer(vm: SimBackend, g: Guest) -> None:
+    vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_udf"], "cpsr": 0x3C4})  # EL1t: SP_EL0 is live
+    vm.set_regs({"sp_el1": 0x4000_5000, "sp": 0x4000_4000})
+    vm.set_guest_debug(HW | STEP)
+    vm.run()
+    assert vm.get_reg("pc") == g["vectors"]  # current EL with SP_EL0: offset 0
+    assert (vm.get_reg("sp"), vm.get_reg("sp_el0"), vm.get_reg("sp_el1")) == (0x4000_5000, 0x4000_4000, 0x4000_5000)
+    assert vm.get_reg("cpsr") & 0xF == 0x5
+
+
+def test_brk_without_guest_debug_is_the_guests(vm: SimBackend, g: Guest) -> None:
+    """C8: with guest_debug = 0 the guest's own BRK goes to the guest (EC 0x3C, ELR = the BRK)."""
+    vm.set_guest_debug(0)
+    vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_brk"]})
+    threading.Timer(0.3, vm.kick).start()
+    ex = vm.run()  # the vector spins until the kick
+    assert ex.reason is ExitReason.INTERRUPTED
+    assert vm.get_reg("pc") == g["vectors"] + SYNC_EL1H
+    assert (vm.get_reg("esr_el1"), vm.get_reg("elr_el1")) == (0xF200_0042, g["case_brk"])
+
+
+def test_no_vectors_means_a_stop_not_a_fault_loop(vm: SimBackend, g: Guest) -> None:
+    """VBAR_EL1 outside RAM (reset value 0): the guest cannot take the exception; the sim stops with the
+    state as it was (SIGILL), instead of jumping into unmapped memory."""
+    vm.set_regs({"pc": g["case_udf"]})
+    ex = vm.run()
+    assert (ex.reason, ex.signal, vm.get_reg("pc")) == (ExitReason.FAULT, 4, g["case_udf"])

@@ -10,6 +10,7 @@ import pytest
 
 from backends.api import (
     GUESTDBG_ENABLE,
+    GUESTDBG_USE_SW_BP,
     BackendError,
     Exit,
     ExitReason,
@@ -27,7 +28,9 @@ ESR_DONE = 0xF200_0D0D  # brk #0xd0d, the end of every debug_unit case
 
 @pytest.fixture
 def vm(debug_unit: Guest) -> Iterator[SimBackend]:
+    """A vCPU as a debugger has it: guest debug enabled, so the cases' closing BRK exits to us (C8)."""
     backend = SimBackend(debug_unit.image)
+    backend.set_guest_debug(GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP)
     yield backend
     backend.close()
 
@@ -157,6 +160,7 @@ def test_uart_store_reaches_console(debug_unit: Guest) -> None:
     out: list[bytes] = []
     vm = SimBackend(debug_unit.image, console=out.append)
     try:
+        vm.set_guest_debug(GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP)
         vm.set_regs({"pc": debug_unit["case_mmio"], "x0": UART, "x1": 0x141})  # only the low byte is sent
         ex = vm.run()
         assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_DONE, debug_unit["case_mmio"] + 4)
