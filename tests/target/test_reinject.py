@@ -38,10 +38,11 @@ def test_stepping_the_guests_brk_lands_on_its_vector(guest_elf: Callable[[str], 
 
 def test_our_own_breakpoint_is_still_ours(guest_elf: Callable[[str], Path]) -> None:
     target, backend, sym = _target(guest_elf)
+    bp = sym["case_nop_bp"] + 4  # over the case's own closing BRK: ours now
     backend.set_regs({"vbar_el1": sym["vectors"], "pc": sym["case_nop_bp"]})
-    target.insert_sw_breakpoint(sym["case_nop_bp"], 4)
+    target.insert_sw_breakpoint(bp, 4)
     stop = target.resume(step=False)
-    assert stop.kind is StopKind.SWBREAK and backend.get_reg("pc") == sym["case_nop_bp"]
+    assert stop.kind is StopKind.SWBREAK and backend.get_reg("pc") == bp
 
 
 def test_no_vectors_stops_with_sigtrap_instead_of_looping(guest_elf: Callable[[str], Path]) -> None:
