@@ -318,6 +318,8 @@ class SimBackend:
         self._lock = threading.Lock()
         self._running = False
         self._kicked = False
+        self._retry = threading.Event()
+        self._retrier: threading.Thread | None = None
         self._uart_line = bytearray()
         if image is not None:
             self.load(image)
@@ -726,15 +728,22 @@ class SimBackend:
             running = self._running
         if running:
             self._uc.emu_stop()
-            threading.Thread(target=self._kick_retry, daemon=True).start()
+            if self._retrier is None:  # one long-lived thread: starting one per kick costs ~0.1 ms
+                self._retrier = threading.Thread(target=self._kick_retry, daemon=True, name="sim-kick")
+                self._retrier.start()
+            self._retry.set()
 
     def _kick_retry(self) -> None:
-        for _ in range(1000):
-            time.sleep(0.002)
-            with self._lock:
-                if not (self._kicked and self._running):
-                    return
-            self._uc.emu_stop()
+        """Repeat emu_stop while a kick is unseen: one that lands just before emu_start is lost."""
+        while True:
+            self._retry.wait()
+            self._retry.clear()
+            for _ in range(5000):
+                time.sleep(0.002)
+                with self._lock:
+                    if not (self._kicked and self._running):
+                        break
+                self._uc.emu_stop()
 
     def close(self) -> None:
         """Unmaps the guest; the backend is unusable afterwards."""

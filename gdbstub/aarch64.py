@@ -126,8 +126,12 @@ def decode_reg(num: int, text: str) -> int:
 G_SIZE = sum(r.size for r in REGISTERS)
 
 
+_G_LAYOUT = tuple((r.name, r.size, (1 << r.bits) - 1) for r in REGISTERS)
+
+
 def encode_g(regs: dict[str, int]) -> str:
-    return "".join(encode_reg(i, regs[r.name]) for i, r in enumerate(REGISTERS))
+    """All registers in table order: the bytes joined first, hex-encoded once (a `g` per stop is hot)."""
+    return b"".join((regs[name] & mask).to_bytes(size, "little") for name, size, mask in _G_LAYOUT).hex()
 
 
 def decode_g(text: str) -> dict[str, int]:

@@ -346,9 +346,10 @@ class Session:
         elif stop.kind is StopKind.SWBREAK and b"swbreak+" in self.gdb_features:
             parts.append(b"swbreak:;")
         parts.append(b"thread:%x;" % THREAD_ID)
-        for num in self.target.arch.EXPEDITED:
-            value = self.target.read_register(self.target.arch.REGISTERS[num].name)
-            parts.append(b"%x:%s;" % (num, self.target.arch.encode_reg(num, value).encode()))
+        arch = self.target.arch
+        regs = self.target.read_registers()  # one batch beats four single reads
+        for num in arch.EXPEDITED:
+            parts.append(b"%x:%s;" % (num, arch.encode_reg(num, regs[arch.REGISTERS[num].name]).encode()))
         return b"".join(parts)
 
     TABLE: dict[bytes, Handler] = {

@@ -96,7 +96,10 @@ class Target:
         return self.arch.narrow(name, self.backend.get_reg(name, self.vcpu))
 
     def read_registers(self) -> dict[str, int]:
-        return {name: self.arch.narrow(name, v) for name, v in self.backend.get_regs(self.vcpu).items()}
+        regs = self.backend.get_regs(self.vcpu)
+        for name in self.arch.NARROWED:
+            regs[name] = self.arch.narrow(name, regs[name])
+        return regs
 
     def write_registers(self, values: dict[str, int]) -> None:
         """Write what gdb sent; registers gdb sees narrower than the hardware (cpsr) keep their other bits."""
