@@ -6,7 +6,6 @@ the registers expedited in stop replies, so they can never disagree (the classic
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 
 from backends.api import (
@@ -20,6 +19,7 @@ from backends.api import (
     Exit,
 )
 from gdbstub.arch import Decoded, Event
+from gdbstub.regtable import Reg, RegisterTable
 from gdbstub.slots import GdbPoint, SlotTable
 
 CORE = "org.gnu.gdb.aarch64.core"
@@ -27,19 +27,6 @@ FPU = "org.gnu.gdb.aarch64.fpu"
 
 BRK0 = 0xD4200000  # BRK #0: the software breakpoint gdb's Z0 kind 4 asks for
 SW_BREAK_KIND = 4
-
-
-@dataclass(frozen=True)
-class Reg:
-    name: str
-    bits: int
-    type: str
-    feature: str
-    group: str = ""
-
-    @property
-    def size(self) -> int:
-        return self.bits // 8
 
 
 def _table() -> tuple[Reg, ...]:
@@ -52,6 +39,12 @@ def _table() -> tuple[Reg, ...]:
 
 REGISTERS: tuple[Reg, ...] = _table()
 REGNUM: dict[str, int] = {r.name: i for i, r in enumerate(REGISTERS)}
+_TABLE = RegisterTable(REGISTERS)
+G_SIZE = _TABLE.g_size
+encode_reg = _TABLE.encode_reg
+decode_reg = _TABLE.decode_reg
+encode_g = _TABLE.encode_g
+decode_g = _TABLE.decode_g
 # gdb needs pc, sp and the frame registers at every stop: sending them saves a `g` per step.
 EXPEDITED: tuple[int, ...] = (REGNUM["pc"], REGNUM["sp"], REGNUM["x29"], REGNUM["x30"])
 
@@ -100,53 +93,10 @@ def target_xml() -> bytes:
             out.append("  </flags>")
         else:
             out.append(_VECTOR_TYPES.rstrip("\n"))
-        for num, r in enumerate(REGISTERS):
-            if r.feature == feature:
-                group = f' group="{r.group}"' if r.group else ""
-                out.append(f'    <reg name="{r.name}" bitsize="{r.bits}" type="{r.type}" regnum="{num}"{group}/>')
+        out += _TABLE.xml_regs(feature)
         out.append("  </feature>")
     out.append("</target>")
     return ("\n".join(out) + "\n").encode()
-
-
-def encode_reg(num: int, value: int) -> str:
-    """Target byte order (little-endian) hex of one register."""
-    r = REGISTERS[num]
-    return (value & ((1 << r.bits) - 1)).to_bytes(r.size, "little").hex()
-
-
-def decode_reg(num: int, text: str) -> int:
-    """Parse one register's little-endian hex; ValueError if the size or digits are wrong."""
-    r = REGISTERS[num]
-    if len(text) != r.size * 2:
-        raise ValueError(f"{r.name} needs {r.size * 2} hex digits, got {len(text)}")
-    return int.from_bytes(bytes.fromhex(text), "little")
-
-
-G_SIZE = sum(r.size for r in REGISTERS)
-
-
-_G_LAYOUT = tuple((r.name, r.size, (1 << r.bits) - 1) for r in REGISTERS)
-
-
-def encode_g(regs: dict[str, int]) -> str:
-    """All registers in table order: the bytes joined first, hex-encoded once (a `g` per stop is hot)."""
-    return b"".join((regs[name] & mask).to_bytes(size, "little") for name, size, mask in _G_LAYOUT).hex()
-
-
-def decode_g(text: str) -> dict[str, int]:
-    """A full G packet body; ValueError on a wrong length or bad hex ('xx' = leave unchanged)."""
-    if len(text) != G_SIZE * 2:
-        raise ValueError(f"G needs {G_SIZE * 2} hex digits, got {len(text)}")
-    out: dict[str, int] = {}
-    pos = 0
-    for i, r in enumerate(REGISTERS):
-        chunk = text[pos : pos + r.size * 2]
-        pos += r.size * 2
-        if chunk.startswith("xx"):
-            continue
-        out[r.name] = decode_reg(i, chunk)
-    return out
 
 
 MAX_ACCESS = 64  # the widest single data access: LD4/ST4 of four Q registers, DC ZVA of a 64-byte block

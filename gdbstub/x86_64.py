@@ -13,11 +13,11 @@ with DR6 saying why and DR7 the debug control in force, or 3 (#BP) for an int3 w
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 
 from backends.api import X86_BP_VECTOR, X86_DB_VECTOR, Capabilities, Exit, X86DebugRegs
 from gdbstub.arch import Decoded, Event
+from gdbstub.regtable import Reg, RegisterTable
 from gdbstub.slots import GdbPoint, PointKind
 from gdbstub.x86_slots import (
     DR6_BD,
@@ -48,19 +48,6 @@ SW_BREAK_KIND = 1  # gdb's Z0 kind on x86: the breakpoint's length
 READ_WATCHPOINTS = False  # the session answers Z3 with an empty reply: gdb falls back to Z4
 
 
-@dataclass(frozen=True)
-class Reg:
-    name: str
-    bits: int
-    type: str
-    feature: str
-    group: str = ""
-
-    @property
-    def size(self) -> int:
-        return self.bits // 8
-
-
 _GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp") + tuple(f"r{i}" for i in range(8, 16))
 _SEGS = ("cs", "ss", "ds", "es", "fs", "gs")
 _FPU_CTRL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
@@ -84,9 +71,14 @@ def _table() -> tuple[Reg, ...]:
 
 REGISTERS: tuple[Reg, ...] = _table()
 REGNUM: dict[str, int] = {r.name: i for i, r in enumerate(REGISTERS)}
+_TABLE = RegisterTable(REGISTERS)
+G_SIZE = _TABLE.g_size
+encode_reg = _TABLE.encode_reg
+decode_reg = _TABLE.decode_reg
+encode_g = _TABLE.encode_g
+decode_g = _TABLE.decode_g
 # gdb needs pc, sp and the frame pointer at every stop: sending them saves a `g` per step.
 EXPEDITED: tuple[int, ...] = (REGNUM["rip"], REGNUM["rsp"], REGNUM["rbp"])
-G_SIZE = sum(r.size for r in REGISTERS)
 
 _EFLAGS_FIELDS = (
     ("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9), ("DF", 10),
@@ -129,45 +121,10 @@ def target_xml() -> bytes:
             out += _flags("i386_eflags", _EFLAGS_FIELDS)
         elif feature == SSE:
             out += _vec128() + _flags("i386_mxcsr", _MXCSR_FIELDS)
-        for num, r in enumerate(REGISTERS):
-            if r.feature == feature:
-                group = f' group="{r.group}"' if r.group else ""
-                out.append(f'    <reg name="{r.name}" bitsize="{r.bits}" type="{r.type}" regnum="{num}"{group}/>')
+        out += _TABLE.xml_regs(feature)
         out.append("  </feature>")
     out.append("</target>")
     return ("\n".join(out) + "\n").encode()
-
-
-def encode_reg(num: int, value: int) -> str:
-    """Target byte order (little-endian) hex of one register; st0-st7 are 10 bytes."""
-    r = REGISTERS[num]
-    return (value & ((1 << r.bits) - 1)).to_bytes(r.size, "little").hex()
-
-
-def decode_reg(num: int, text: str) -> int:
-    """Parse one register's little-endian hex; ValueError if the size or digits are wrong."""
-    r = REGISTERS[num]
-    if len(text) != r.size * 2:
-        raise ValueError(f"{r.name} needs {r.size * 2} hex digits, got {len(text)}")
-    return int.from_bytes(bytes.fromhex(text), "little")
-
-
-def encode_g(regs: dict[str, int]) -> str:
-    return "".join(encode_reg(i, regs[r.name]) for i, r in enumerate(REGISTERS))
-
-
-def decode_g(text: str) -> dict[str, int]:
-    """A full G packet body; ValueError on a wrong length or bad hex ('xx' = leave unchanged)."""
-    if len(text) != G_SIZE * 2:
-        raise ValueError(f"G needs {G_SIZE * 2} hex digits, got {len(text)}")
-    out: dict[str, int] = {}
-    pos = 0
-    for i, r in enumerate(REGISTERS):
-        chunk = text[pos : pos + r.size * 2]
-        pos += r.size * 2
-        if not chunk.startswith("xx"):
-            out[r.name] = decode_reg(i, chunk)
-    return out
 
 
 def narrow(name: str, value: int) -> int:
