@@ -152,7 +152,7 @@ def store_words(view: memoryview | mmap.mmap, offset: int, data: bytes) -> None:
         view[offset + i] = data[i]
 
 
-class KvmArm64Backend:
+class KvmArm64Backend(host.VmLifecycle):
     """One arm64 VM with one vCPU on /dev/kvm (see the module docstring for the machine)."""
 
     def __init__(
@@ -179,6 +179,7 @@ class KvmArm64Backend:
         self.image = img
         self._console = console
         self._lock = threading.Lock()
+        self._immediate_exit = _RUN_IMMEDIATE_EXIT
         self._thread: int | None = None
         self._control = 0
         self._dbg = DebugRegs()
@@ -414,38 +415,5 @@ class KvmArm64Backend:
             return Exit(ExitReason.FAULT, signal=SIGILL, detail=f"VM entry failed (reason {why:#x}) at {pc:#x}")
         return Exit(ExitReason.FAULT, signal=SIGBUS, detail=f"unhandled KVM exit reason {reason} at {pc:#x}")
 
-    def kick(self, vcpu: int = 0) -> None:
-        """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""
-        with self._lock:
-            if self._closed or self._run is None:
-                return
-            self._run[_RUN_IMMEDIATE_EXIT] = 1
-            if self._thread is not None:
-                host.kick_thread(self._thread)
-
-    # ---- misc -------------------------------------------------------------------------------------------
-    def _check_vcpu(self, vcpu: int) -> None:
-        if vcpu != 0:
-            raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
-
-    def close(self) -> None:
-        """Releases the VM (fds and mappings); the backend is unusable afterwards.  Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        if self._run is not None:
-            self._run.close()
-        for fd in reversed(self._fds):  # vCPU, VM, then /dev/kvm: the VM (and its memslot) goes first
-            os.close(fd)
-        self._fds.clear()
-        if self._ram is not None:
-            if self._ram_view is not None:
-                self._ram_view.release()
-            self._ram.close()
-
     def __enter__(self) -> KvmArm64Backend:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import mmap
 import os
 import signal
 import threading
@@ -132,3 +133,49 @@ def kick_thread(thread_id: int) -> None:
         signal.pthread_kill(thread_id, KICK_SIGNAL)
     except ProcessLookupError:  # the thread is gone: nothing to interrupt
         pass
+
+
+class VmLifecycle:
+    """What both KVM backends share once their VM exists: kick() and close().  Subclasses set these
+    attributes in their constructor (None until created)."""
+
+    _lock: threading.Lock
+    _closed: bool
+    _run: mmap.mmap | None  # the vCPU's kvm_run mapping
+    _thread: int | None  # threading.get_ident() of the thread inside run(), if any
+    _fds: list[int]  # /dev/kvm, VM, vCPU, in creation order
+    _ram: mmap.mmap | None
+    _ram_view: memoryview | None
+    _immediate_exit: int  # offsetof(kvm_run, immediate_exit)
+
+    def kick(self, vcpu: int = 0) -> None:
+        """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""
+        with self._lock:
+            if self._closed or self._run is None:
+                return
+            self._run[self._immediate_exit] = 1
+            if self._thread is not None:
+                kick_thread(self._thread)
+
+    def _check_vcpu(self, vcpu: int) -> None:
+        if vcpu != 0:
+            raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
+
+    def close(self) -> None:
+        """Releases the VM (fds and mappings); the backend is unusable afterwards.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._run is not None:
+            self._run.close()
+        for fd in reversed(self._fds):  # vCPU, VM, then /dev/kvm: the VM (and its memslot) goes first
+            os.close(fd)
+        self._fds.clear()
+        if self._ram is not None:
+            if self._ram_view is not None:
+                self._ram_view.release()
+            self._ram.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

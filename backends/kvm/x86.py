@@ -228,7 +228,7 @@ def image_from_code(code: bytes, *, base: int = 0x10_0000, name: str = "<code>")
 
 
 # ---- the backend -------------------------------------------------------------------------------------------
-class KvmX86Backend:
+class KvmX86Backend(host.VmLifecycle):
     """One x86-64 VM with one vCPU on /dev/kvm (see the module docstring for the machine)."""
 
     def __init__(
@@ -252,6 +252,7 @@ class KvmX86Backend:
         self.image = img
         self._console = console
         self._lock = threading.Lock()
+        self._immediate_exit = _RUN_IMMEDIATE_EXIT
         self._thread: int | None = None
         self._control = 0
         self._dbg = X86DebugRegs()
@@ -734,41 +735,8 @@ class KvmX86Backend:
         size = min(run[_EMU_INSN_SIZE], 15)
         return bytes(run[_EMU_INSN_BYTES : _EMU_INSN_BYTES + size])
 
-    def kick(self, vcpu: int = 0) -> None:
-        """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""
-        with self._lock:
-            if self._closed or self._run is None:
-                return
-            self._run[_RUN_IMMEDIATE_EXIT] = 1
-            if self._thread is not None:
-                host.kick_thread(self._thread)
-
-    # ---- misc -------------------------------------------------------------------------------------------
-    def _check_vcpu(self, vcpu: int) -> None:
-        if vcpu != 0:
-            raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
-
-    def close(self) -> None:
-        """Releases the VM (fds and mappings); the backend is unusable afterwards.  Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        if self._run is not None:
-            self._run.close()
-        for fd in reversed(self._fds):  # vCPU, VM, then /dev/kvm: the VM (and its memslot) goes first
-            os.close(fd)
-        self._fds.clear()
-        if self._ram is not None:
-            if self._ram_view is not None:
-                self._ram_view.release()
-            self._ram.close()
-
     def __enter__(self) -> KvmX86Backend:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _kvm_run(vcpu_fd: int) -> None:
