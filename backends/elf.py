@@ -37,8 +37,13 @@ class Image:
     sha256: str
 
 
-def load_image(path: str | Path) -> Image:
-    """Parse an ELF and return its PT_LOAD segments; raises ImageError with a one-line reason."""
+# machine -> (ELF e_machine, the name users read in errors)
+MACHINES = {"aarch64": ("EM_AARCH64", "aarch64"), "x86_64": ("EM_X86_64", "x86-64")}
+
+
+def load_image(path: str | Path, machine: str = "aarch64") -> Image:
+    """Parse an ELF for ``machine`` and return its PT_LOAD segments; raises ImageError with a one-line reason."""
+    em, shown = MACHINES[machine]
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -46,10 +51,10 @@ def load_image(path: str | Path) -> Image:
         raise ImageError(f"cannot read guest image {p}: {e.strerror or e}") from None
     try:
         elf = ELFFile(io.BytesIO(raw))
-        if elf.header["e_machine"] != "EM_AARCH64":
-            raise ImageError(f"{p} is an ELF for {elf.header['e_machine']}, not aarch64 (EM_AARCH64)")
+        if elf.header["e_machine"] != em:
+            raise ImageError(f"{p} is an ELF for {elf.header['e_machine']}, not {shown} ({em})")
         if elf.elfclass != 64:
-            raise ImageError(f"{p} is a 32-bit ELF; an aarch64 (64-bit) image is needed")
+            raise ImageError(f"{p} is a 32-bit ELF; an {shown} (64-bit) image is needed")
         segs = []
         for seg in elf.iter_segments():
             if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
@@ -60,7 +65,7 @@ def load_image(path: str | Path) -> Image:
             segs.append(Segment(seg["p_paddr"], data, seg["p_memsz"]))
         if not segs:
             raise ImageError(f"{p} has no PT_LOAD segments to load")
-        return Image(p, "aarch64", elf.header["e_entry"], tuple(segs), hashlib.sha256(raw).hexdigest())
+        return Image(p, machine, elf.header["e_entry"], tuple(segs), hashlib.sha256(raw).hexdigest())
     except ImageError:
         raise
     except Exception as e:  # pyelftools raises many types on corrupt input; all mean "not a valid ELF"

@@ -347,23 +347,6 @@ class KvmArm64Backend(host.VmLifecycle):
         self._control = control if control & GUESTDBG_ENABLE else 0
 
     # ---- Backend: run ------------------------------------------------------------------------------------
-    def run(self, vcpu: int = 0) -> Exit:
-        self._check_vcpu(vcpu)
-        host.unblock_kick_signal()
-        with self._lock:
-            if self._closed:
-                raise BackendError("the VM is closed")
-            if self._thread is not None:
-                raise BackendError("run() is already running on another thread")
-            self._thread = threading.get_ident()
-        try:
-            return self._run_until_exit()
-        finally:
-            with self._lock:
-                self._thread = None
-                if self._run is not None:
-                    self._run[_RUN_IMMEDIATE_EXIT] = 0  # this stop served any kick made during the run
-
     def _run_until_exit(self) -> Exit:
         """KVM_RUN until an exit worth reporting.  MMIO exits are answered and KVM_RUN re-entered, which
         completes the access (PC past it) before anything else: a kick then returns EINTR from that

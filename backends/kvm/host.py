@@ -20,7 +20,7 @@ import signal
 import threading
 from types import FrameType
 
-from backends.api import BackendError
+from backends.api import BackendError, Exit
 from backends.kvm import uapi
 
 KVM_PATH = "/dev/kvm"
@@ -147,6 +147,28 @@ class VmLifecycle:
     _ram: mmap.mmap | None
     _ram_view: memoryview | None
     _immediate_exit: int  # offsetof(kvm_run, immediate_exit)
+
+    def _run_until_exit(self) -> Exit:
+        """KVM_RUN until an exit worth reporting (the arch's exit handling)."""
+        raise NotImplementedError
+
+    def run(self, vcpu: int = 0) -> Exit:
+        """KVM_RUN on the calling thread, which kick() can then signal; one caller at a time."""
+        self._check_vcpu(vcpu)
+        unblock_kick_signal()
+        with self._lock:
+            if self._closed:
+                raise BackendError("the VM is closed")
+            if self._thread is not None:
+                raise BackendError("run() is already running on another thread")
+            self._thread = threading.get_ident()
+        try:
+            return self._run_until_exit()
+        finally:
+            with self._lock:
+                self._thread = None
+                if self._run is not None:
+                    self._run[self._immediate_exit] = 0  # this stop served any kick made during the run
 
     def kick(self, vcpu: int = 0) -> None:
         """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""

@@ -43,7 +43,6 @@ import ctypes
 import errno
 import fcntl
 import hashlib
-import io
 import mmap
 import os
 import struct
@@ -51,8 +50,6 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
-from elftools.elf.elffile import ELFFile
 
 from backends.api import (
     GUESTDBG_ENABLE,
@@ -71,7 +68,7 @@ from backends.api import (
     GuestMemoryError,
     X86DebugRegs,
 )
-from backends.elf import Image, ImageError, Segment
+from backends.elf import Image, ImageError, Segment, load_image
 from backends.kvm import host, uapi
 from backends.kvm.layout import Codec, offsetof, sizeof
 
@@ -189,37 +186,8 @@ def abridged_ftag(full: int) -> int:
 
 # ---- images ----------------------------------------------------------------------------------------------
 def load_x86_image(path: str | Path) -> Image:
-    """An x86-64 ELF's PT_LOAD segments (physical addresses) and entry; ImageError with one line if not.
-
-    backends.elf.load_image accepts aarch64 only; this is its x86-64 counterpart with the same result type
-    (machine "x86_64")."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise ImageError(f"cannot read guest image {p}: {e.strerror or e}") from None
-    try:
-        elf = ELFFile(io.BytesIO(raw))
-        machine = elf.header["e_machine"]
-        if machine != "EM_X86_64":
-            raise ImageError(f"{p} is an ELF for {machine}, not x86-64 (EM_X86_64)")
-        if elf.elfclass != 64:
-            raise ImageError(f"{p} is a 32-bit ELF; an x86-64 (64-bit) image is needed")
-        segs = []
-        for seg in elf.iter_segments():
-            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
-                continue
-            data = seg.data()
-            if len(data) != seg["p_filesz"]:
-                raise ImageError(f"{p} is truncated: a PT_LOAD segment extends past the end of the file")
-            segs.append(Segment(seg["p_paddr"], data, seg["p_memsz"]))
-        if not segs:
-            raise ImageError(f"{p} has no PT_LOAD segments to load")
-        return Image(p, "x86_64", elf.header["e_entry"], tuple(segs), hashlib.sha256(raw).hexdigest())
-    except ImageError:
-        raise
-    except Exception as e:  # pyelftools raises many types on corrupt input; all mean "not a valid ELF"
-        raise ImageError(f"{p} is not a valid ELF file: {e}") from None
+    """An x86-64 ELF's PT_LOAD segments (physical addresses) and entry; ImageError with one line if not."""
+    return load_image(path, "x86_64")
 
 
 def image_from_code(code: bytes, *, base: int = 0x10_0000, name: str = "<code>") -> Image:
@@ -573,23 +541,6 @@ class KvmX86Backend(host.VmLifecycle):
         self._control = control if control & GUESTDBG_ENABLE else 0
 
     # ---- Backend: run ------------------------------------------------------------------------------------
-    def run(self, vcpu: int = 0) -> Exit:
-        self._check_vcpu(vcpu)
-        host.unblock_kick_signal()
-        with self._lock:
-            if self._closed:
-                raise BackendError("the VM is closed")
-            if self._thread is not None:
-                raise BackendError("run() is already running on another thread")
-            self._thread = threading.get_ident()
-        try:
-            return self._run_until_exit()
-        finally:
-            with self._lock:
-                self._thread = None
-                if self._run is not None:
-                    self._run[_RUN_IMMEDIATE_EXIT] = 0  # this stop served any kick made during the run
-
     def _run_until_exit(self) -> Exit:
         run = self._run
         assert run is not None
