@@ -35,6 +35,7 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_ERR_WRITE_PROT,
     UC_ERR_WRITE_UNMAPPED,
     UC_HOOK_CODE,
+    UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_READ,
     UC_HOOK_MEM_WRITE,
@@ -70,6 +71,16 @@ from backends.api import (
     X86DebugRegs,
 )
 from backends.elf import Image
+from backends.guestdebug import (
+    ID_AA64DFR0_EL1,
+    PSTATE_SS,
+    GuestDebugState,
+    SysReg,
+    breakpoint_esr,
+    debug_reg_names,
+    step_esr,
+    watchpoint_esr,
+)
 
 RAM_BASE = 0x4000_0000
 UART_BASE = 0x0900_0000
@@ -148,7 +159,11 @@ _SYSREGS: dict[str, int] = {
     "vbar_el1": A.UC_ARM64_REG_VBAR_EL1,
 }
 _SPSR_EL1 = (4, 0, 3, 0, 0)  # (CRn, CRm, op0, op1, op2): unicorn names no SPSR_EL1, its CP_REG does
-_EXTRA_REGS = set(_SYSREGS) | {"spsr_el1", "sp_el0", "sp_el1"}
+_CONTEXTIDR = (13, 0, 3, 0, 1)  # CONTEXTIDR_EL1 as unicorn's CP_REG names it
+# the registers KVM traps and emulates against the guest's own copy (backends/guestdebug.py)
+_GUEST_DEBUG_REGS: dict[str, SysReg] = debug_reg_names()
+_EXTRA_REGS = set(_SYSREGS) | {"spsr_el1", "sp_el0", "sp_el1", "contextidr_el1"} | set(_GUEST_DEBUG_REGS)
+_ERET = 0xD69F03E0
 
 
 class _RegBatch:
@@ -202,23 +217,29 @@ class _Watch:
     store: bool
     el0: bool
     el1: bool
+    guest_n: int = -1  # the guest's own WRP n (its enable conditions are checked at each hit), -1: the host's
 
 
-def decode_breakpoint(bcr: int, bvr: int) -> int | None:
-    """The A64 address an enabled DBGBCR/DBGBVR pair matches, or None (disabled or unsupported type)."""
+def decode_breakpoint(bcr: int, bvr: int, linked: bool = False) -> int | None:
+    """The A64 address an enabled DBGBCR/DBGBVR pair matches, or None (disabled or unsupported type).
+    ``linked`` also accepts BT=0b0001 (an address match linked to a context-ID breakpoint)."""
     if not bcr & 1:
         return None
     bt = (bcr >> 20) & 0xF
     bas = (bcr >> 5) & 0xF
-    if bt != 0 or bas not in (0b1111, 0b0011):  # only unlinked address match; BAS 1100 never matches A64
+    # only (unlinked, or for the guest linked) address match; BAS 1100 never matches A64
+    if bt not in ((0, 1) if linked else (0,)) or bas not in (0b1111, 0b0011):
         return None
     if not (bcr >> 1) & 0b11:
         return None
     return bvr & ((1 << 53) - 1) & ~0b11  # bits 63:53 (RESS) take no part in the comparison
 
 
-def decode_watchpoint(wcr: int, wvr: int) -> _Watch | None:
-    """The byte range an enabled DBGWCR/DBGWVR pair watches, or None where it can never fire."""
+def decode_watchpoint(wcr: int, wvr: int, guest_n: int = -1) -> _Watch | None:
+    """The byte range an enabled DBGWCR/DBGWVR pair watches, or None where it can never fire.
+    A guest's own watchpoint (``guest_n``) may be linked (WT=1): its context is checked at each hit."""
+    if guest_n >= 0:
+        wcr &= ~(1 << 20)
     if not wcr & 1:
         return None
     pac = (wcr >> 1) & 0b11
@@ -247,7 +268,7 @@ def decode_watchpoint(wcr: int, wvr: int) -> _Watch | None:
             run >>= 1
             n += 1
         start, end = base + low, base + low + n
-    return _Watch(start, end, bool(lsc & 1), bool(lsc & 2), bool(pac & 2), bool(pac & 1))
+    return _Watch(start, end, bool(lsc & 1), bool(lsc & 2), bool(pac & 2), bool(pac & 1), guest_n)
 
 
 def _page_runs(pages: Iterable[int]) -> list[tuple[int, int]]:
@@ -293,6 +314,14 @@ class SimBackend:
             self._uc.mem_map_ptr(ram_base + off, min(_RAM_CHUNK, ram_size - off), UC_PROT_ALL, host + off)
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
         self._uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        # every MRS/MSR calls Python (cheap: no hot loop runs system-register instructions): the guest's
+        # debug registers live in self._guest, as KVM traps them to vcpu_debug_state
+        self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, 1, 0, A.UC_ARM64_INS_MRS)
+        self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, 1, 0, A.UC_ARM64_INS_MSR)
+        self._guest = GuestDebugState()
+        self._guest_bps: dict[int, list[int]] = {}  # address -> the guest's own BRPs on it (while it owns them)
+        self._guest_exc: tuple[int, int | None] | None = None  # (esr, far): a debug exception for the guest
+        self._exceptions = 0  # exception entries made so far (the guest's single-step watches it)
         self._regfile = _RegBatch(self._uc, _REG_IDS)
         self._keyfile = _RegBatch(self._uc, _REG_IDS[:34])  # x0-x30, sp, pc, cpsr
         self._last_was_step = False
@@ -401,6 +430,10 @@ class SimBackend:
 
     def _get_extra(self, name: str) -> int:
         uc = self._uc
+        if name in _GUEST_DEBUG_REGS:
+            return self._guest.read(_GUEST_DEBUG_REGS[name])
+        if name == "contextidr_el1":
+            return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _CONTEXTIDR))
         if name == "spsr_el1":
             return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _SPSR_EL1))
         if name in ("sp_el0", "sp_el1"):
@@ -410,7 +443,12 @@ class SimBackend:
 
     def _set_extra(self, name: str, value: int) -> None:
         uc = self._uc
-        if name == "spsr_el1":
+        if name in _GUEST_DEBUG_REGS:
+            if self._guest.write(_GUEST_DEBUG_REGS[name], value) and self._control == 0:
+                self._hooks_dirty = True
+        elif name == "contextidr_el1":
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_CONTEXTIDR, value))
+        elif name == "spsr_el1":
             uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, value))
         elif name in ("sp_el0", "sp_el1"):
             live = (name == "sp_el1") == self._sp_el1_live()
@@ -440,7 +478,28 @@ class SimBackend:
         uc.reg_write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)  # EL1h, DAIF masked, SS/IL clear
         uc.reg_write(A.UC_ARM64_REG_SP, sp_el1)
         uc.reg_write(A.UC_ARM64_REG_PC, vector)
+        self._exceptions += 1
         return True
+
+    def _on_sysreg(self, uc: Uc, reg: int, cp: Any, is_read: bool) -> int:
+        """MRS/MSR: the debug registers are emulated against the guest's own copy (1 = skip the
+        instruction: done here); ID_AA64DFR0_EL1 reads as the configured core.  Others run natively."""
+        key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        if is_read and key == ID_AA64DFR0_EL1:
+            uc.reg_write(reg, self.id_aa64dfr0())
+            return 1
+        if not self._guest.handles(key):
+            return 0
+        if is_read:
+            uc.reg_write(reg, self._guest.read(key))
+            return 1
+        armed = self._guest.step_armed()
+        if self._guest.write(key, cp.val) and self._control == 0:
+            self._hooks_dirty = True  # the guest owns the hardware: its new point must be loaded
+        if self._hooks_dirty or armed != self._guest.step_armed():
+            self._rearm = True
+            uc.emu_stop()  # back to the run loop: new hooks, or single-stepping starts or ends
+        return 1
 
     # ---- guest debug ---------------------------------------------------------------------------
     def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
@@ -454,8 +513,8 @@ class SimBackend:
         if control & GUESTDBG_USE_HW and regs is not None and regs != self._dbg:
             self._dbg = regs.copy()  # copied unchecked, as KVM does; slots past the count are never loaded
             self._hooks_dirty = True
-        if (control & GUESTDBG_USE_HW) != hw_before:
-            self._hooks_dirty = True
+        if (control & GUESTDBG_USE_HW) != hw_before or (control == 0) != (self._control == 0):
+            self._hooks_dirty = True  # the world switch: the host's registers, the guest's, or none
         self._control = control  # SINGLESTEP alone needs no new hooks
 
     def _apply_hooks(self) -> None:
@@ -473,8 +532,9 @@ class SimBackend:
             uc.hook_del(h)
         self._hooks.clear()
         bps: dict[int, int] = {}
+        guest_bps: dict[int, list[int]] = {}
         watches: list[_Watch] = []
-        if self._control & GUESTDBG_USE_HW:
+        if self._control & GUESTDBG_USE_HW:  # the world switch loads the host's registers...
             for i in range(self.brps):
                 addr = decode_breakpoint(self._dbg.bcr[i], self._dbg.bvr[i])
                 if addr is not None:
@@ -483,7 +543,17 @@ class SimBackend:
                 w = decode_watchpoint(self._dbg.wcr[i], self._dbg.wvr[i])
                 if w is not None:
                     watches.append(w)
-        for addr in sorted(bps):
+        elif self._control == 0:  # ...or, while nothing debugs the guest, its own (enabled at each hit)
+            regs = self._guest.regs
+            for i in range(self.brps):
+                addr = decode_breakpoint(regs.bcr[i], regs.bvr[i], linked=True)
+                if addr is not None:
+                    guest_bps.setdefault(addr, []).append(i)
+            for i in range(self.wrps):
+                w = decode_watchpoint(regs.wcr[i], regs.wvr[i], guest_n=i)
+                if w is not None:
+                    watches.append(w)
+        for addr in sorted(bps.keys() | guest_bps.keys()):
             self._hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr))
         ram_end = self.ram_base + self.ram_size
         protect: dict[int, int] = {}  # page -> permissions taken away
@@ -517,6 +587,7 @@ class SimBackend:
         }
         self._false_hits.clear()
         self._bp_addrs = bps
+        self._guest_bps = guest_bps
         self._watches = watches
         self._hooks_dirty = False
         # unicorn decides at translation time which blocks call hooks, and its TLB lets cached pages skip
@@ -530,7 +601,19 @@ class SimBackend:
             self._pending = ex
         self._uc.emu_stop()
 
+    def _guest_exception(self, esr: int, far: int | None = None) -> None:
+        """A debug exception the guest takes itself: delivered by the run loop (after undoing a watched access)."""
+        if self._guest_exc is None and self._pending is None:
+            self._guest_exc = (esr, far)
+        self._uc.emu_stop()
+
     def _on_breakpoint(self, uc: Uc, addr: int, size: int, _ud: object) -> None:
+        if addr in self._guest_bps and self._guest_exc is None:
+            pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+            ctx = uc.reg_read(A.UC_ARM64_REG_CP_REG, _CONTEXTIDR)
+            if any(self._guest.breakpoint_fires(n, pstate, ctx) for n in self._guest_bps[addr]):
+                self._guest_exception(breakpoint_esr(pstate))
+            return
         pmc = self._bp_addrs.get(addr, 0)
         if pmc and self._pending is None and pmc & (0b01 if (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3 else 0b10):
             self._stop(Exit(ExitReason.DEBUG, esr=ESR_BREAKPOINT, far=self._far))
@@ -558,6 +641,14 @@ class SimBackend:
         end = addr + size
         for w in self._watches:
             if addr < w.end and w.start < end and (w.store if write else w.load):
+                if w.guest_n >= 0:
+                    pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+                    ctx = uc.reg_read(A.UC_ARM64_REG_CP_REG, _CONTEXTIDR)
+                    if self._guest_exc is not None or not self._guest.watchpoint_fires(w.guest_n, pstate, ctx):
+                        continue
+                    self._snapshot = uc.context_save()
+                    self._guest_exception(watchpoint_esr(pstate, write), self._far_of(addr, w))
+                    return True
                 if el is None:
                     el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
                 if not (w.el1 if el else w.el0):
@@ -573,6 +664,11 @@ class SimBackend:
                 self._stop(Exit(ExitReason.DEBUG, esr=esr_watchpoint(write), far=far))
                 return True
         return False
+
+    def _far_of(self, addr: int, w: _Watch) -> int:
+        if self.far_policy is FarPolicy.WATCHED:
+            return max(addr, w.start)
+        return self._journal_low if self.far_policy is FarPolicy.LOWEST else self._journal_low & ~0xF
 
     def _on_access(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> None:
         """Ranged memory hook (hot pages): called before the access, which lands anyway: undone later."""
@@ -591,9 +687,9 @@ class SimBackend:
         if page not in self._protected and (addr + size - 1) & ~_PAGE_MASK not in self._protected:
             return False  # a real protection fault: the guest's own business (not modelled)
         self._journal_access(uc, addr, size, write)
-        if self._pending is None and self._watch_hit(uc, addr, size, write):
+        if self._pending is None and self._guest_exc is None and self._watch_hit(uc, addr, size, write):
             return False
-        if self._pending is not None:
+        if self._pending is not None or self._guest_exc is not None:
             return False
         if write:
             uc.mem_write(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
@@ -672,25 +768,56 @@ class SimBackend:
                 self._rearm = False
                 self._apply_hooks()
             self._pending = None
+            self._guest_exc = None
             self._journal_pc = -1
             self._journal_key = b""
             self._journal.clear()
             self._snapshot = None
-            if step and not self._last_was_step:
+            # the guest single-steps itself (MDSCR_EL1.SS) only while nothing debugs it: KVM's external
+            # MDSCR drops the guest's SS.  Python then runs once per instruction, as in a debugger's step.
+            guest_step = self._control == 0 and self._guest.step_armed()
+            one = step or guest_step
+            if one and not self._last_was_step:
                 uc.ctl_flush_tb()  # blocks translated without unicorn's instruction counter run on past 1
-            self._last_was_step = step
+            self._last_was_step = one
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            active, eret_ss, entries = False, None, 0
+            if guest_step:
+                stepped = self._guest_step_prologue(pc)
+                if isinstance(stepped, Exit):
+                    return stepped
+                if stepped is None:  # took the pending step exception instead of running
+                    if self._was_kicked():
+                        return Exit(ExitReason.INTERRUPTED, far=self._far)
+                    continue
+                active, eret_ss = stepped
+                entries = self._exceptions
             try:
-                uc.emu_start(pc, _NEVER, count=1 if step else 0)
+                uc.emu_start(pc, _NEVER, count=1 if one else 0)
             except UcError as e:
-                if self._pending is None:
+                if self._pending is None and self._guest_exc is None:
                     return self._fault(e)
             ex = self._pending
+            if ex is None and self._guest_exc is not None:
+                failed = self._deliver_guest_exception()
+                if failed is not None:
+                    return failed
+                if self._was_kicked():
+                    return Exit(ExitReason.INTERRUPTED, far=self._far)
+                continue
+            if ex is None and guest_step:
+                if self._exceptions == entries:  # exception entry clears PSTATE.SS by itself
+                    pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE) & ~PSTATE_SS
+                    if eret_ss is not None:  # ERET copies SPSR_EL1.SS into PSTATE.SS
+                        uc.reg_write(A.UC_ARM64_REG_PSTATE, pstate | eret_ss)
+                    elif active:  # one instruction done: the step exception is now pending
+                        uc.reg_write(A.UC_ARM64_REG_PSTATE, pstate)
+                if self._was_kicked():
+                    return Exit(ExitReason.INTERRUPTED, far=self._far)
+                continue
             if ex is None and self._rearm and not step:
-                with self._lock:
-                    kicked = self._kicked
-                if not kicked:
-                    continue  # stopped only to move a busy page from protection to a ranged hook
+                if not self._was_kicked():
+                    continue  # stopped only to load new hooks (a busy page, the guest's own points)
             break
         if ex is not None and ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
             self._undo_access()
@@ -699,6 +826,41 @@ class SimBackend:
                 return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP, far=self._far)
             return Exit(ExitReason.INTERRUPTED, far=self._far)
         return ex
+
+    def _was_kicked(self) -> bool:
+        with self._lock:
+            return self._kicked
+
+    def _guest_step_prologue(self, pc: int) -> tuple[bool, int | None] | Exit | None:
+        """Software step of the guest's own (architecture 3.6): with PSTATE.SS = 0 (active-pending) the
+        step exception is taken before any instruction (None); otherwise one instruction runs, and the
+        caller needs whether the step was active and, for an ERET, the SPSR_EL1.SS it restores."""
+        uc = self._uc
+        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        active = self._guest.step_active(pstate)
+        if active and not pstate & PSTATE_SS:
+            if not self._take_exception(step_esr(pstate), pc):
+                detail = f"software step at {pc:#x}, no vectors"
+                return Exit(ExitReason.FAULT, signal=SIGTRAP, far=self._far, detail=detail)
+            return None
+        try:
+            eret = int.from_bytes(uc.mem_read(pc, 4), "little") == _ERET
+        except UcError:
+            eret = False
+        eret_ss = self._get_extra("spsr_el1") & PSTATE_SS if eret else None
+        return active, eret_ss
+
+    def _deliver_guest_exception(self) -> Exit | None:
+        """Enter the guest's vectors with the debug exception its own registers raised."""
+        assert self._guest_exc is not None
+        esr, far = self._guest_exc
+        self._guest_exc = None
+        if (esr >> 26) & 0x3E == EC_WATCHPT_LOW:
+            self._undo_access()  # taken before the access, as on hardware: ELR is the load/store
+        pc = self._uc.reg_read(A.UC_ARM64_REG_PC)
+        if self._take_exception(esr, pc, far):
+            return None
+        return Exit(ExitReason.FAULT, signal=SIGTRAP, far=self._far, detail=f"debug exception at {pc:#x}, no vectors")
 
     def _undo_access(self) -> None:
         """A watchpoint is taken before the access: put back what the instruction changed."""
