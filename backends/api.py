@@ -85,6 +85,7 @@ class Capabilities:
     sw_breakpoints: bool = True
     guest_debug_flags: int = GUESTDBG_VALID_MASK
     vcpus: int = 1
+    interrupt_controller: bool = False  # a GIC (or APIC) and a timer: the guest can take interrupts
     notes: tuple[str, ...] = ()  # free text for `monitor caps` (unsupported features etc.)
 
 

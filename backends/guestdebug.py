@@ -72,6 +72,7 @@ class GuestDebugState:
     oslsr: int = OSLSR_OSLM
     osdlr: int = 0
     mdccint: int = 0
+    ctx_first: int = 0  # the first context-aware breakpoint: only those match CONTEXTIDR_EL1
 
     # ---- trapped MRS/MSR ---------------------------------------------------------------------
     def handles(self, key: SysReg) -> bool:
@@ -127,7 +128,7 @@ class GuestDebugState:
     def _context_matches(self, lbn: int, contextidr: int) -> bool:
         """A linked address breakpoint or watchpoint fires only while breakpoint LBN, an enabled
         linked context-ID match (BT=0b0011), matches CONTEXTIDR_EL1."""
-        if lbn >= MAX_DBG_REGS:
+        if not self.ctx_first <= lbn < MAX_DBG_REGS:
             return False
         bcr = self.regs.bcr[lbn]
         return bool(bcr & 1) and (bcr >> 20) & 0xF == 0b0011 and self.regs.bvr[lbn] & 0xFFFF_FFFF == contextidr

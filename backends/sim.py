@@ -318,7 +318,8 @@ class SimBackend:
         # debug registers live in self._guest, as KVM traps them to vcpu_debug_state
         self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, 1, 0, A.UC_ARM64_INS_MRS)
         self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, 1, 0, A.UC_ARM64_INS_MSR)
-        self._guest = GuestDebugState()
+        # the context-aware breakpoints are the highest-numbered CTX_CMPs + 1 (ID_AA64DFR0_EL1)
+        self._guest = GuestDebugState(ctx_first=brps - 1 - ((self.id_aa64dfr0() >> 28) & 0xF))
         self._guest_bps: dict[int, list[int]] = {}  # address -> the guest's own BRPs on it (while it owns them)
         self._guest_exc: tuple[int, int | None] | None = None  # (esr, far): a debug exception for the guest
         self._exceptions = 0  # exception entries made so far (the guest's single-step watches it)
@@ -417,11 +418,29 @@ class SimBackend:
                 raise BackendError(f"unknown register {name}")
             if not 0 <= value < 1 << _REG_WIDTH.get(name, 64):
                 raise BackendError(f"value out of range for {name}")
+        if "cpsr" in regs:  # first, as KVM's ONE_REG order gives it: "sp" then means the new mode's SP
+            self._write_pstate(regs["cpsr"])
         for name, value in regs.items():
+            if name == "cpsr" or name == "sp":
+                continue
             if name in _REGS:
                 self._uc.reg_write(_REGS[name], value)
             else:
                 self._set_extra(name, value)
+        if "sp" in regs:
+            self._uc.reg_write(A.UC_ARM64_REG_SP, regs["sp"])
+
+    def _write_pstate(self, value: int) -> None:
+        """PSTATE with the stack pointers banked as the architecture keeps them (SP_EL0 and SP_EL1 stay
+        what they were; the live one follows the new mode), which unicorn's PSTATE write does not do."""
+        uc = self._uc
+        sp_el0, sp_el1 = self._get_extra("sp_el0"), self._get_extra("sp_el1")
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, value)
+        live_el1 = self._sp_el1_live()
+        uc.reg_write(
+            A.UC_ARM64_REG_SP_EL1 if not live_el1 else A.UC_ARM64_REG_SP_EL0, sp_el1 if not live_el1 else sp_el0
+        )
+        uc.reg_write(A.UC_ARM64_REG_SP, sp_el1 if live_el1 else sp_el0)
 
     def _sp_el1_live(self) -> bool:
         """unicorn keeps the live stack pointer in SP and does not bank it on PSTATE writes."""
@@ -810,8 +829,13 @@ class SimBackend:
                     pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE) & ~PSTATE_SS
                     if eret_ss is not None:  # ERET copies SPSR_EL1.SS into PSTATE.SS
                         uc.reg_write(A.UC_ARM64_REG_PSTATE, pstate | eret_ss)
-                    elif active:  # one instruction done: the step exception is now pending
+                    elif active:  # one instruction done: the step exception is taken now, even after an
+                        # instruction that masked debug exceptions (msr daifset): QEMU's IMPDEF choice,
+                        # and what arm64 KVM shows on it (the emulated host's step at a6_start + 12)
                         uc.reg_write(A.UC_ARM64_REG_PSTATE, pstate)
+                        if not self._take_exception(step_esr(pstate), uc.reg_read(A.UC_ARM64_REG_PC)):
+                            detail = f"software step at {pc:#x}, no vectors"
+                            return Exit(ExitReason.FAULT, signal=SIGTRAP, far=self._far, detail=detail)
                 if self._was_kicked():
                     return Exit(ExitReason.INTERRUPTED, far=self._far)
                 continue

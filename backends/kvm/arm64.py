@@ -51,6 +51,7 @@ from backends.api import (
     X86DebugRegs,
 )
 from backends.elf import Image, ImageError, load_image
+from backends.guestdebug import debug_reg_names
 from backends.kvm import host, uapi
 from backends.kvm.layout import Codec, offsetof, sizeof
 
@@ -103,6 +104,20 @@ REG_NAMES: tuple[str, ...] = (
     "fpcr",
 )
 REG_BITS: dict[str, int] = {n: (128 if n.startswith("v") else 32 if n in ("fpsr", "fpcr") else 64) for n in REG_NAMES}
+# Registers outside gdb's table: the EL1 state a VMM writes to deliver an exception to the guest (there is
+# no injection ioctl on arm64), and the debug registers KVM keeps for the guest (vcpu_debug_state, what
+# its trapped MRS reads: never the host's values).
+EXTRA_IDS: dict[str, int] = {
+    "esr_el1": sysreg_id(3, 0, 5, 2, 0),
+    "far_el1": sysreg_id(3, 0, 6, 0, 0),
+    "vbar_el1": sysreg_id(3, 0, 12, 0, 0),
+    "contextidr_el1": sysreg_id(3, 0, 13, 0, 1),
+    "elr_el1": core_reg_id("elr_el1"),
+    "spsr_el1": core_reg_id("spsr[0]"),
+    "sp_el0": SP_EL0_ID,
+    "sp_el1": SP_EL1_ID,
+    **{name: sysreg_id(*key) for name, key in debug_reg_names().items()},
+}
 
 # ---- uAPI views ---------------------------------------------------------------------------------------------
 _ONE_REG = struct.Struct("<QQ")  # struct kvm_one_reg: id, addr
@@ -307,6 +322,8 @@ class KvmArm64Backend(host.VmLifecycle):
             return self._get_one(self._sp_id(), 64)
         reg_id = REG_IDS.get(name)
         if reg_id is None:
+            if name in EXTRA_IDS:
+                return self._get_one(EXTRA_IDS[name], 64)
             raise BackendError(f"unknown register {name}")
         return self._get_one(reg_id, REG_BITS[name])
 
@@ -314,15 +331,15 @@ class KvmArm64Backend(host.VmLifecycle):
         """PSTATE is written first, so that ``sp`` lands in the stack pointer of the new mode."""
         self._check_vcpu(vcpu)
         for name, value in regs.items():
-            if name not in REG_BITS:
+            if name not in REG_BITS and name not in EXTRA_IDS:
                 raise BackendError(f"unknown register {name}")
-            if not 0 <= value < 1 << REG_BITS[name]:
+            if not 0 <= value < 1 << REG_BITS.get(name, 64):
                 raise BackendError(f"value {value:#x} out of range for {name}")
         if "cpsr" in regs:
             self._set_one(PSTATE_ID, regs["cpsr"], 64)
         for name, value in regs.items():
             if name not in ("cpsr", "sp"):
-                self._set_one(REG_IDS[name], value, REG_BITS[name])
+                self._set_one(REG_IDS.get(name) or EXTRA_IDS[name], value, REG_BITS.get(name, 64))
         if "sp" in regs:
             self._set_one(self._sp_id(regs.get("cpsr")), regs["sp"], 64)
 
