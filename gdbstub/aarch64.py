@@ -137,6 +137,7 @@ PC = "pc"
 READ_WATCHPOINTS = True  # LSC=01 watches loads only
 WATCH_BEFORE_ACCESS = True  # arm64 watchpoints fire before the access: resuming re-fires unless stepped over
 NARROWED = frozenset({"cpsr"})  # registers gdb sees narrower than the hardware has them
+IDLE_GUEST_OWNS_DEBUG = True  # KVM gives the guest its debug registers back when guest_debug is 0
 SW_BREAK = BRK0.to_bytes(4, "little")
 _WATCH_ISS_WNR = 0x40
 

@@ -61,6 +61,9 @@ class Arch(Protocol):
     READ_WATCHPOINTS: bool  # the hardware can watch loads only (Z3); else gdb emulates rwatch with Z4
     WATCH_BEFORE_ACCESS: bool  # True: a watch stop leaves the guest on the access (arm64); False: after (x86)
     NARROWED: frozenset[str]  # registers gdb sees narrower than the backend holds them (widen() merges)
+    # True: with nothing inserted and no step, run with guest debug off, so that the guest owns its debug
+    # registers (its own breakpoints, watchpoints, single step and BRK go to it, as without a debugger)
+    IDLE_GUEST_OWNS_DEBUG: bool
     REGISTERS: tuple[Reg, ...]
     EXPEDITED: tuple[int, ...]
     G_SIZE: int

@@ -208,6 +208,8 @@ class Target:
             self._described = self.slots.generation
 
     def _control(self, step: bool) -> int:
+        if self.arch.IDLE_GUEST_OWNS_DEBUG and not (step or self.sw_breakpoints or self.slots.points()):
+            return 0  # nothing to debug: the guest owns its debug registers, as KVM gives them back
         control = GUESTDBG_ENABLE | GUESTDBG_USE_SW_BP
         if self.caps.hw_breakpoints or self.caps.hw_watchpoints:
             control |= GUESTDBG_USE_HW

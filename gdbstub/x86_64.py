@@ -38,6 +38,7 @@ SEGMENTS = "org.gnu.gdb.i386.segments"
 NAME = "x86_64"
 PC = "rip"
 WATCH_BEFORE_ACCESS = False  # data breakpoints trap after the access: resuming cannot re-fire them
+IDLE_GUEST_OWNS_DEBUG = False  # the x86 guests have no IDT: their own int3 must stay a stop gdb sees
 NARROWED: frozenset[str] = frozenset()  # eflags and the selectors come from the backend as gdb's 32 bits
 SW_BREAK = b"\xcc"  # int3
 SW_BREAK_KIND = 1  # gdb's Z0 kind on x86: the breakpoint's length

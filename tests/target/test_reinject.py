@@ -51,3 +51,34 @@ def test_no_vectors_stops_with_sigtrap_instead_of_looping(guest_elf: Callable[[s
     stop = target.resume(step=False)
     assert stop.signal == GDB_SIGTRAP and "no vector" in stop.detail
     assert backend.get_reg("pc") == sym["case_brk"]
+
+
+def _debug_exceptions(guest_elf: Callable[[str], Path], entry: str) -> tuple[Target, SimBackend, dict[str, int]]:
+    path = guest_elf("debug_exceptions")
+    backend = SimBackend(load_image(path))
+    sym = symbols(path)
+    backend.set_regs({"pc": sym[entry]})
+    return Target(backend), backend, sym
+
+
+def _bp_count(backend: SimBackend, sym: dict[str, int]) -> int:
+    return int.from_bytes(backend.read_memory(sym["results"] + 0x10, 8), "little")
+
+
+def test_idle_debugger_leaves_the_guest_its_own_breakpoints(guest_elf: Callable[[str], Path]) -> None:
+    """gdb attached with nothing inserted: guest debug is off, so the guest's own hardware breakpoint
+    goes to its own handler (A2) and the guest runs to its end."""
+    target, backend, sym = _debug_exceptions(guest_elf, "a2_hw_bp")
+    stop = target.resume(step=False)
+    assert stop.kind is StopKind.EXITED
+    assert _bp_count(backend, sym) == 1
+
+
+def test_while_gdb_debugs_the_host_owns_the_registers(guest_elf: Callable[[str], Path]) -> None:
+    """With a gdb breakpoint inserted (anywhere), KVM loads the debugger's registers: the guest's own
+    breakpoint does not fire, and gdb's does."""
+    target, backend, sym = _debug_exceptions(guest_elf, "a2_hw_bp")
+    target.insert_sw_breakpoint(sym["done"], 4)
+    stop = target.resume(step=False)
+    assert stop.kind is StopKind.SWBREAK and backend.get_reg("pc") == sym["done"]
+    assert _bp_count(backend, sym) == 0
