@@ -86,6 +86,8 @@ class Capabilities:
     guest_debug_flags: int = GUESTDBG_VALID_MASK
     vcpus: int = 1
     interrupt_controller: bool = False  # a GIC (or APIC) and a timer: the guest can take interrupts
+    debug_id: int | None = None  # arm64: ID_AA64DFR0_EL1 as the guest reads it (BRPs, WRPs, CTX_CMPs...)
+    far_policy: str = ""  # which address a watchpoint exit reports in FAR (sim: configurable)
     notes: tuple[str, ...] = ()  # free text for `monitor caps` (unsupported features etc.)
 
 

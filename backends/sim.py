@@ -295,6 +295,7 @@ class SimBackend:
         wrps: int = 4,
         far_policy: FarPolicy = FarPolicy.WATCHED,
         console: ConsoleSink | None = None,
+        guest_debug_flags: int = GUESTDBG_VALID_MASK,
     ) -> None:
         if not 2 <= brps <= MAX_DBG_REGS or not 2 <= wrps <= MAX_DBG_REGS:
             raise BackendError("BRP and WRP counts must be 2..16")
@@ -303,6 +304,9 @@ class SimBackend:
         self.ram_base, self.ram_size = ram_base, ram_size
         self.brps, self.wrps = brps, wrps
         self.far_policy = far_policy
+        if guest_debug_flags & ~GUESTDBG_VALID_MASK or not guest_debug_flags & GUESTDBG_ENABLE:
+            raise BackendError(f"guest-debug control mask {guest_debug_flags:#x}: ENABLE and a subset of 0x30003")
+        self.guest_debug_flags = guest_debug_flags  # KVM_CAP_SET_GUEST_DEBUG2's answer (KVM_GUESTDBG_VALID_MASK)
         self._console = console
         self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
         # RAM is host memory we own (reads need no copy through unicorn), mapped in 2 MiB pieces: unicorn
@@ -373,10 +377,14 @@ class SimBackend:
             arch="aarch64",
             hw_breakpoints=((dfr0 >> 12) & 0xF) + 1,
             hw_watchpoints=((dfr0 >> 20) & 0xF) + 1,
+            guest_debug_flags=self.guest_debug_flags,
+            debug_id=dfr0,
+            far_policy=self.far_policy.value,
             notes=(
-                "simulated core (unicorn): breakpoints BT=0000 unlinked address match; "
-                "watchpoints WT=0 (linked types are accepted and never fire)",
-                f"watchpoint FAR policy: {self.far_policy.value}",
+                "simulated core (unicorn): the debugger's breakpoints BT=0000 unlinked address match, "
+                "watchpoints WT=0 (linked types are accepted and never fire); the guest's own also "
+                "linked (BT=0001 to the context-aware BRPs, the highest CTX_CMPs+1), OS lock, software step",
+                "configurable: BRP/WRP counts (so ID_AA64DFR0_EL1), FAR policy, guest-debug control mask",
             ),
         )
 
@@ -524,8 +532,8 @@ class SimBackend:
     def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
         if regs is not None and not isinstance(regs, DebugRegs):
             raise BackendError("an arm64 core takes arm64 debug registers (DebugRegs)")
-        if control & ~GUESTDBG_VALID_MASK:
-            raise BackendError(f"invalid guest-debug control bits {control & ~GUESTDBG_VALID_MASK:#x} (EINVAL)")
+        if control & ~self.guest_debug_flags:
+            raise BackendError(f"invalid guest-debug control bits {control & ~self.guest_debug_flags:#x} (EINVAL)")
         if not control & GUESTDBG_ENABLE:
             control = 0
         hw_before = self._control & GUESTDBG_USE_HW

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from backends.api import GUESTDBG_VALID_MASK
 from backends.elf import Image, ImageError, load_image
 from gdbstub.logfmt import LEVELS, Quoted, ReopenableFileHandler, kv, setup_logging
 from gdbstub.transcript import Recorder
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["watched", "lowest", "lowest16"],
         default="watched",
         help="which address the simulated core reports in FAR on a watchpoint hit",
+    )
+    serve.add_argument(
+        "--guestdbg-mask",
+        type=lambda s: int(s, 0),
+        default=GUESTDBG_VALID_MASK,
+        help="KVM_GUESTDBG_* control bits the simulated core accepts (default 0x30003, as arm64 KVM)",
     )
     serve.add_argument(
         "--allow-remote",
@@ -192,6 +199,7 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
                 wrps=args.wrps,
                 far_policy=FarPolicy(args.far_policy),
                 console=console,
+                guest_debug_flags=args.guestdbg_mask,
             )
     except (BackendError, ImageError) as e:
         return _fail(str(e))
@@ -283,8 +291,11 @@ def _kvm_refusal(args: argparse.Namespace) -> str | None:
     only the simulated core, and a KVM VM belongs to the process that created it (a daemon forks after)."""
     if not args.image:
         return "--backend kvm needs an IMAGE for this host's architecture (e.g. guests/build/x86/demo.elf)"
-    if (args.brps, args.wrps, args.far_policy) != (6, 4, "watched"):
-        return "--brps, --wrps and --far-policy configure the simulated core; they do not apply to --backend kvm"
+    if (args.brps, args.wrps, args.far_policy, args.guestdbg_mask) != (6, 4, "watched", GUESTDBG_VALID_MASK):
+        return (
+            "--brps, --wrps, --far-policy and --guestdbg-mask configure the simulated core; "
+            "they do not apply to --backend kvm"
+        )
     if args.daemon:
         return "--daemon is not supported with --backend kvm yet (the VM cannot move to the forked daemon)"
     return None

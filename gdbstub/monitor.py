@@ -22,7 +22,12 @@ def run_command(target: Target, command: str) -> str:
             f"hardware watchpoints (WRPs): {c.hw_watchpoints}",
             f"single-step: {'yes' if c.single_step else 'no'}",
             f"software breakpoints: {'yes' if c.sw_breakpoints else 'no'}",
+            f"guest-debug control mask (KVM_GUESTDBG_*): {c.guest_debug_flags:#x}",
         ]
+        if c.debug_id is not None:
+            lines.append(f"ID_AA64DFR0_EL1: {c.debug_id:#x}")
+        if c.far_policy:
+            lines.append(f"watchpoint FAR policy: {c.far_policy}")
         lines += [f"note: {n}" for n in c.notes]
         return "\n".join(lines)
     if words[0] == "slots":

@@ -258,6 +258,8 @@ class KvmArm64Backend(host.VmLifecycle):
             hw_breakpoints=bps,
             hw_watchpoints=wps,
             guest_debug_flags=mask if mask > 0 else GUESTDBG_VALID_MASK,
+            debug_id=self.id_aa64dfr0(),
+            far_policy="this host CPU's",
             notes=(
                 f"KVM arm64 (preferred target {self.target}): KVM_CAP_GUEST_DEBUG_HW_BPS={bps}, HW_WPS={wps}",
                 "watchpoint FAR: as this host's CPU reports it",
