@@ -251,3 +251,18 @@ def test_capabilities_defaults(vm: SimBackend) -> None:
     caps = vm.capabilities()
     assert (caps.arch, caps.hw_breakpoints, caps.hw_watchpoints) == ("aarch64", 6, 4)
     assert (caps.single_step, caps.sw_breakpoints, caps.guest_debug_flags, caps.vcpus) == (True, True, 0x30003, 1)
+
+
+def test_guest_debug_control_mask_is_configurable() -> None:
+    """An older or stricter KVM: the control bits the core accepts (KVM_CAP_SET_GUEST_DEBUG2's answer)."""
+    from backends.api import GUESTDBG_ENABLE, GUESTDBG_SINGLESTEP, GUESTDBG_USE_HW, BackendError
+    from backends.sim import SimBackend
+
+    sim = SimBackend(guest_debug_flags=GUESTDBG_ENABLE | GUESTDBG_USE_HW)
+    assert sim.capabilities().guest_debug_flags == GUESTDBG_ENABLE | GUESTDBG_USE_HW
+    assert sim.capabilities().debug_id == sim.id_aa64dfr0()
+    sim.set_guest_debug(GUESTDBG_ENABLE | GUESTDBG_USE_HW)
+    with pytest.raises(BackendError, match="EINVAL"):
+        sim.set_guest_debug(GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP)
+    with pytest.raises(BackendError, match="mask"):
+        SimBackend(guest_debug_flags=1 << 18)
