@@ -124,6 +124,7 @@ def _esr(ec: int, iss: int) -> int:
 
 ESR_BREAKPOINT = _esr(EC_BREAKPT_LOW, 0x22)  # 0xC2000022, as measured on arm64 KVM
 ESR_SOFTSTEP = _esr(EC_SOFTSTP_LOW, (1 << 24) | 0x22)  # 0xCB000022 (ISV=1, EX=0)
+ESR_SOFTSTEP_PENDING = _esr(EC_SOFTSTP_LOW, 0x22)  # 0xCA000022 (ISV=0): taken from active-pending state
 
 
 def esr_watchpoint(write: bool) -> int:
@@ -327,6 +328,7 @@ class SimBackend:
         self._guest_bps: dict[int, list[int]] = {}  # address -> the guest's own BRPs on it (while it owns them)
         self._guest_exc: tuple[int, int | None] | None = None  # (esr, far): a debug exception for the guest
         self._exceptions = 0  # exception entries made so far (the guest's single-step watches it)
+        self._emulated = False  # the last instruction was one KVM traps and emulates (MMIO, debug sysregs)
         self._regfile = _RegBatch(self._uc, _REG_IDS)
         self._keyfile = _RegBatch(self._uc, _REG_IDS[:34])  # x0-x30, sp, pc, cpsr
         self._last_was_step = False
@@ -502,7 +504,8 @@ class SimBackend:
         uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, pstate))
         if far is not None:
             uc.reg_write(A.UC_ARM64_REG_FAR_EL1, far)
-        uc.reg_write(A.UC_ARM64_REG_PSTATE, (pstate & 0xF000_0000) | 0x3C5)  # EL1h, DAIF masked, SS/IL clear
+        # EL1h, DAIF masked; SS, IL and NZCV clear, as arm64 KVM on the emulated host shows
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)
         uc.reg_write(A.UC_ARM64_REG_SP, sp_el1)
         uc.reg_write(A.UC_ARM64_REG_PC, vector)
         self._exceptions += 1
@@ -514,9 +517,11 @@ class SimBackend:
         key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
         if is_read and key == ID_AA64DFR0_EL1:
             uc.reg_write(reg, self.id_aa64dfr0())
+            self._emulated = True  # KVM traps the ID registers (HCR_EL2.TID3)
             return 1
         if not self._guest.handles(key):
             return 0
+        self._emulated = True  # KVM traps these (MDCR_EL2.TDA/TDOSA) and emulates them
         if is_read:
             uc.reg_write(reg, self._guest.read(key))
             return 1
@@ -743,6 +748,7 @@ class SimBackend:
         ):
             self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
         elif intno == _EXCP_UDEF and self._is_psci_off(pc):
+            uc.reg_write(A.UC_ARM64_REG_PC, pc + 4)  # the HVC completed (KVM's PSCI): PC after it
             self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
         elif intno == _EXCP_UDEF:
             if not self._take_exception(_IL, pc):  # EC 0x00: unknown reason; ELR = the instruction
@@ -767,9 +773,11 @@ class SimBackend:
         return insn == 0xD4000002 and self._uc.reg_read(A.UC_ARM64_REG_X0) in (PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET)
 
     def _uart_read(self, uc: Uc, offset: int, size: int, _ud: object) -> int:
+        self._emulated = True
         return 0  # FR (0x18) reads 0: transmit FIFO never full
 
     def _uart_write(self, uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
+        self._emulated = True
         if offset == 0 and self._console is not None:
             self._console(bytes([value & 0xFF]))
 
@@ -808,6 +816,8 @@ class SimBackend:
                 uc.ctl_flush_tb()  # blocks translated without unicorn's instruction counter run on past 1
             self._last_was_step = one
             pc = uc.reg_read(A.UC_ARM64_REG_PC)
+            self._emulated = False
+            entries_before = self._exceptions
             active, eret_ss, entries = False, None, 0
             if guest_step:
                 stepped = self._guest_step_prologue(pc)
@@ -855,7 +865,10 @@ class SimBackend:
             self._undo_access()
         if ex is None:
             if step:
-                return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP, far=self._far)
+                # KVM's step after an instruction it emulated (kvm_incr_pc), or one that entered the
+                # guest's vectors, is taken from active-pending state: ISS.ISV = 0 (hsr 0xca000022)
+                pending = self._emulated or self._exceptions != entries_before
+                return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP_PENDING if pending else ESR_SOFTSTEP, far=self._far)
             return Exit(ExitReason.INTERRUPTED, far=self._far)
         return ex
 

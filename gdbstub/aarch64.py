@@ -204,7 +204,7 @@ def guest_exception(ex: Exit, get: Callable[[str], int]) -> dict[str, int]:
         "esr_el1": ex.esr & 0xFFFF_FFFF,
         "elr_el1": get("pc"),
         "spsr_el1": pstate & 0xFFFF_FFFF,
-        "cpsr": (pstate & 0xF000_0000) | 0x3C5,  # EL1h, DAIF masked, SS and IL clear
+        "cpsr": 0x3C5,  # EL1h, DAIF masked; SS, IL and NZCV clear (as the sim and arm64 KVM enter vectors)
     }
     if not (el == 1 and sp_h):  # SP_EL0 was live: bank it, the handler runs on SP_EL1
         writes.update(sp_el0=get("sp"), sp=get("sp_el1"))

@@ -56,6 +56,23 @@ def frame(payload: bytes) -> bytes:
 class Snapshot:
     g: bytes
     memory: bytes
+    sp_banks: tuple[int, int] = field(default=(0, 0), compare=False)  # SP_EL0, SP_EL1 (one is "sp")
+
+
+def write_regs(regs: dict[str, int], banks: tuple[int, int], writes: dict[str, int], masks: dict[str, int]) -> None:
+    """The register model: ``sp`` is the live stack pointer of the mode cpsr selects (KVM's ONE_REG view),
+    the other one stays banked; a write takes cpsr first and sp last, as the backends do."""
+    bank = list(banks)
+
+    def live(cpsr: int) -> int:
+        return 1 if (cpsr >> 2) & 3 == 1 and cpsr & 1 else 0
+
+    for name in sorted(writes, key=lambda n: (n != "cpsr", n == "sp")):
+        regs[name] = writes[name] & masks[name]
+        if name == "sp":
+            bank[live(regs["cpsr"])] = regs["sp"]
+        elif name == "cpsr":
+            regs["sp"] = bank[live(regs["cpsr"])]
 
 
 @dataclass
@@ -125,7 +142,8 @@ class Rig:
     def snapshot(self) -> Snapshot:
         g = self.session.handle(b"g")
         assert isinstance(g, bytes) and len(g) == G_HEX, g
-        return Snapshot(g, self.target.read_memory(*WINDOW))
+        banks = (self.target.backend.get_reg("sp_el0"), self.target.backend.get_reg("sp_el1"))
+        return Snapshot(g, self.target.read_memory(*WINDOW), banks)
 
     def restore(self, snap: Snapshot) -> None:
         """Undo whatever an example did (valid writes included) so the next one starts from the same guest."""

@@ -29,6 +29,7 @@ from tests.robustness.support import (
     fuzz_settings,
     gdb_escape,
     reply_ok,
+    write_regs,
 )
 
 
@@ -88,12 +89,13 @@ def expected_write(payload: bytes, before: Snapshot, masks: dict[str, int]) -> S
         reg = aarch64.REGISTERS[num]
         if len(value) != 2 * reg.size or not _HEXBYTES.fullmatch(value):
             return None
-        regs[reg.name] = int.from_bytes(bytes.fromhex(value.decode()), "little") & masks[reg.name]
+        write_regs(regs, before.sp_banks, {reg.name: int.from_bytes(bytes.fromhex(value.decode()), "little")}, masks)
     elif kind == b"G":
         body = payload[1:]
         if len(body) != G_HEX:
             return None
         pos = 0
+        writes: dict[str, int] = {}
         for reg in aarch64.REGISTERS:
             chunk = body[pos : pos + 2 * reg.size]
             pos += 2 * reg.size
@@ -101,7 +103,8 @@ def expected_write(payload: bytes, before: Snapshot, masks: dict[str, int]) -> S
                 continue
             if not _HEXBYTES.fullmatch(chunk):
                 return None
-            regs[reg.name] = int.from_bytes(bytes.fromhex(chunk.decode()), "little") & masks[reg.name]
+            writes[reg.name] = int.from_bytes(bytes.fromhex(chunk.decode()), "little")
+        write_regs(regs, before.sp_banks, writes, masks)
     elif kind in (b"c", b"s", b"C", b"S"):
         addr_text = payload[1:]
         if kind in (b"C", b"S"):
@@ -276,6 +279,7 @@ def test_valid_writes_change_exactly_what_they_say(
     before = rig.snapshot()
     regs = aarch64.decode_g(before.g.decode())
     memory = bytearray(before.memory)
+    banks = before.sp_banks
 
     def send(payload: bytes) -> bytes:
         """Through the framing too (X data needs escaping), as gdb would send it."""
@@ -301,16 +305,19 @@ def test_valid_writes_change_exactly_what_they_say(
             reg = aarch64.REGISTERS[num]
             value &= (1 << reg.bits) - 1
             assert send(b"P%x=%b" % (num, hexs(value.to_bytes(reg.size, "little")))) == b"OK"
-            regs[reg.name] = value & rig.masks[reg.name]
+            write_regs(regs, banks, {reg.name: value}, rig.masks)
+            banks = (rig.target.backend.get_reg("sp_el0"), rig.target.backend.get_reg("sp_el1"))
     if full_g is not None:
         body = b""
+        given: dict[str, int] = {}
         for num, (reg, v) in enumerate(zip(aarch64.REGISTERS, full_g, strict=True)):
             if v is None:
                 body += b"xx" * reg.size
             else:
                 v &= (1 << reg.bits) - 1
                 body += aarch64.encode_reg(num, v).encode()
-                regs[reg.name] = v & rig.masks[reg.name]
+                given[reg.name] = v
+        write_regs(regs, banks, given, rig.masks)
         assert send(b"G" + body) == b"OK"
     expected = Snapshot(aarch64.encode_g(regs).encode(), bytes(memory))
     assert rig.snapshot() == expected

@@ -34,6 +34,7 @@ STEP = GUESTDBG_SINGLESTEP
 
 # ESR values (hsr | hsr_high << 32) as arm64 KVM reports them.
 ESR_BREAKPOINT = 0xC200_0022  # EC 0x30, IL, IFSC 0x22
+ESR_STEP_PENDING = 0xCA00_0022  # a step that entered the vectors is taken active-pending: ISV = 0
 ESR_STEP = 0xCB00_0022  # EC 0x32, IL, ISV=1, EX=0, IFSC 0x22
 ESR_WATCH_WRITE = 0xD200_0062  # EC 0x34, IL, WnR, DFSC 0x22
 ESR_WATCH_READ = 0xD200_0022  # EC 0x34, IL, DFSC 0x22
@@ -260,7 +261,8 @@ def test_step_an_mmio_store(g: Guest) -> None:
     try:
         vm.set_guest_debug(GUESTDBG_ENABLE | STEP)
         at(vm, g["case_mmio"], x0=0x0900_0000, x1=ord("Z"))
-        assert summary(vm, vm.run()) == (ExitReason.DEBUG, ESR_STEP, g["case_mmio"] + 4)
+        # KVM emulated the store (KVM_EXIT_MMIO) and skipped it: the step is taken active-pending, ISV = 0
+        assert summary(vm, vm.run()) == (ExitReason.DEBUG, 0xCA00_0022, g["case_mmio"] + 4)
         assert out == [b"Z"]
     finally:
         vm.close()
@@ -1046,7 +1048,7 @@ def test_undefined_instruction_enters_the_guest_vectors(vm: SimBackend, g: Guest
     vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_udf"], "cpsr": 0x3C5, "sp": 0x4000_3000})
     vm.set_guest_debug(HW | STEP)
     ex = vm.run()
-    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP, g["vectors"] + SYNC_EL1H)
+    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP_PENDING, g["vectors"] + SYNC_EL1H)
     assert (vm.get_reg("esr_el1"), vm.get_reg("elr_el1"), vm.get_reg("spsr_el1")) == (0x0200_0000, g["case_udf"], 0x3C5)
     assert vm.get_reg("sp") == 0x4000_3000
 
@@ -1056,7 +1058,7 @@ def test_step_over_svc_lands_on_the_vector_with_elr_after_it(vm: SimBackend, g: 
     vm.set_regs({"vbar_el1": g["vectors"], "pc": g["case_svc"]})
     vm.set_guest_debug(HW | STEP)
     ex = vm.run()
-    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP, g["vectors"] + SYNC_EL1H)
+    assert (ex.reason, ex.esr, vm.get_reg("pc")) == (ExitReason.DEBUG, ESR_STEP_PENDING, g["vectors"] + SYNC_EL1H)
     assert (vm.get_reg("esr_el1"), vm.get_reg("elr_el1")) == (0x5600_0077, g["case_svc"] + 4)
 
 
