@@ -158,6 +158,7 @@ _SYSREGS: dict[str, int] = {
     "elr_el1": A.UC_ARM64_REG_ELR_EL1,
     "far_el1": A.UC_ARM64_REG_FAR_EL1,
     "vbar_el1": A.UC_ARM64_REG_VBAR_EL1,
+    "cpacr_el1": A.UC_ARM64_REG_CPACR_EL1,
 }
 _SPSR_EL1 = (4, 0, 3, 0, 0)  # (CRn, CRm, op0, op1, op2): unicorn names no SPSR_EL1, its CP_REG does
 _CONTEXTIDR = (13, 0, 3, 0, 1)  # CONTEXTIDR_EL1 as unicorn's CP_REG names it

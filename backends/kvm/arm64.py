@@ -112,6 +112,7 @@ EXTRA_IDS: dict[str, int] = {
     "far_el1": sysreg_id(3, 0, 6, 0, 0),
     "vbar_el1": sysreg_id(3, 0, 12, 0, 0),
     "contextidr_el1": sysreg_id(3, 0, 13, 0, 1),
+    "cpacr_el1": sysreg_id(3, 0, 1, 0, 2),
     "elr_el1": core_reg_id("elr_el1"),
     "spsr_el1": core_reg_id("spsr[0]"),
     "sp_el0": SP_EL0_ID,
