@@ -141,7 +141,6 @@ def serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int:
     from backends.api import Backend, BackendError
-    from backends.sim import FarPolicy, SimBackend
     from gdbstub import daemon
     from gdbstub.server import Server
     from gdbstub.target import Target
@@ -192,6 +191,8 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
 
             backend = open_backend(image, args.ram_size, console)
         else:
+            from backends.sim import FarPolicy, SimBackend  # unicorn: only the simulated core needs it
+
             backend = SimBackend(
                 image,
                 ram_size=args.ram_size,
@@ -302,10 +303,11 @@ def _kvm_refusal(args: argparse.Namespace) -> str | None:
 
 
 def _load_kvm_image(path: Path) -> Image:
-    """The guest image for KVM: it runs this host's instruction set (x86-64 is the one built so far)."""
-    from backends.kvm.x86 import load_x86_image
+    """The guest image for KVM: it runs this host's instruction set (aarch64 or x86-64)."""
+    import platform
 
-    return load_x86_image(path)
+    machine = "aarch64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
+    return load_image(path, machine)
 
 
 def _remove_unix_socket(path: str | None) -> None:
