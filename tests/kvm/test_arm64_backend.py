@@ -1,17 +1,12 @@
-"""The arm64 KVM backend on a real aarch64 /dev/kvm (kvm-hw-debug.md section 7.C), through backends.api only.
+"""What only the arm64 KVM backend has (the scenarios every backend shares are in tests/scenarios).
 
 Runs only on an aarch64 host with /dev/kvm (marker ``kvm_arm64``); on x86-64 it runs inside the emulated
-arm64 host: ``scripts/arm64-host pytest tests/kvm/test_arm64_backend.py`` (``scripts/test`` runs it).
-Imports nothing that needs unicorn (a real arm64 host need not have it).
-
-Every test points PC at one case of guests/debug_unit.S (as tests/sim/test_debug_unit.py does), sets the
-registers that case uses, and runs or steps.  A case that no breakpoint or watchpoint stops ends at its
-``brk #0xd0d`` (ESR_DONE) with PC = case + 4.
+arm64 host: ``scripts/arm64-host pytest -m kvm_arm64 tests/kvm`` (``scripts/test`` runs it).  Imports
+nothing that needs unicorn (a real arm64 host need not have it).
 """
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import platform
 import time
@@ -20,19 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from backends.api import (
-    GUESTDBG_ENABLE,
-    GUESTDBG_SINGLESTEP,
-    GUESTDBG_USE_HW,
-    GUESTDBG_USE_SW_BP,
-    DebugRegs,
-    Exit,
-    ExitReason,
-)
-from backends.elf import ImageError, load_image
+from backends.api import GUESTDBG_ENABLE, GUESTDBG_USE_SW_BP, ExitReason
+from backends.elf import ImageError
 from backends.kvm.arm64 import KvmArm64Backend
 from tests.conftest import ROOT
-from tests.kvm.conftest import elf_symbols
+from tests.scenarios.conftest import Guest, watchdog  # noqa: F401 (the watchdog fixture, reused)
+from tests.scenarios.test_userspace_debug import ESR_DONE, HW, SENTINEL, STEP, at, debug_regs, summary
 
 ON_ARM64_KVM = platform.machine().lower() in ("aarch64", "arm64") and os.path.exists("/dev/kvm")
 pytestmark = [
@@ -40,47 +28,10 @@ pytestmark = [
     pytest.mark.skipif(not ON_ARM64_KVM, reason="needs an aarch64 host with /dev/kvm (see the module docstring)"),
 ]
 
-HW = GUESTDBG_ENABLE | GUESTDBG_USE_HW
-STEP = GUESTDBG_SINGLESTEP
-
-ESR_BREAKPOINT = 0xC200_0022
-ESR_STEP = 0xCB00_0022
-ESR_WATCH_WRITE = 0xD200_0062
-ESR_WATCH_READ = 0xD200_0022
-ESR_DONE = 0xF200_0D0D
-BCR = 0x1E7
-LOAD, STORE, BOTH = 0b01, 0b10, 0b11
-CPSR_EL1 = 0x3C5
-CPSR_EL0 = 0x3C0
-UART = 0x0900_0000
-PSCI_SYSTEM_OFF = 0x8400_0008
-
-OLD = 0xA5A5_A5A5_A5A5_A5A5
-NEW = 0x1122_3344_5566_7788
-SENTINEL = 0x5EE5_5EE5_5EE5_5EE5
-
-
-class Guest:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.image = load_image(path)
-        self.symbols = elf_symbols(path)
-
-    def __getitem__(self, name: str) -> int:
-        return self.symbols[name]
-
 
 @pytest.fixture(scope="module")
 def g(guest_elf: Callable[[str], Path]) -> Guest:
     return Guest(guest_elf("debug_unit"))
-
-
-@pytest.fixture(autouse=True)
-def watchdog() -> Iterator[None]:
-    """A guest that never exits blocks KVM_RUN forever: dump every thread's stack and end the process."""
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
@@ -93,35 +44,6 @@ def vm(g: Guest, console: list[bytes]) -> Iterator[KvmArm64Backend]:
     backend = KvmArm64Backend(g.image, console=console.append)
     yield backend
     backend.close()
-
-
-def wcr(lsc: int, bas: int = 0xFF, pac: int = 0b11) -> int:
-    return 1 | pac << 1 | lsc << 3 | bas << 5
-
-
-def debug_regs(bps: tuple[int, ...] = (), wps: tuple[tuple[int, int], ...] = ()) -> DebugRegs:
-    regs = DebugRegs()
-    for i, addr in enumerate(bps):
-        regs.bcr[i], regs.bvr[i] = BCR, addr
-    for i, (addr, ctrl) in enumerate(wps):
-        regs.wvr[i], regs.wcr[i] = addr, ctrl
-    return regs
-
-
-def u64(value: int) -> bytes:
-    return value.to_bytes(8, "little")
-
-
-def fill(vm: KvmArm64Backend, addr: int, size: int, value: int = OLD) -> None:
-    vm.write_memory(addr, (u64(value) * (size // 8 + 1))[:size])
-
-
-def at(vm: KvmArm64Backend, pc: int, **regs: int) -> None:
-    vm.set_regs({"pc": pc, **regs})
-
-
-def summary(vm: KvmArm64Backend, ex: Exit) -> tuple[ExitReason, int, int]:
-    return ex.reason, ex.esr, vm.get_reg("pc")
 
 
 # ---- what only the KVM backend has ---------------------------------------------------------------
