@@ -22,7 +22,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         ((), "--backend kvm needs an IMAGE for this host's architecture"),
         ((str(DEMO_ELF),), "is an ELF for EM_AARCH64, not x86-64 (EM_X86_64)"),
         (("/nonexistent.elf",), "cannot read guest image /nonexistent.elf"),
-        (("x.elf", "--brps", "3"), "--brps, --wrps and --far-policy configure the simulated core"),
+        (("x.elf", "--brps", "3"), "--brps, --wrps, --far-policy and --guestdbg-mask configure the simulated core"),
         (("x.elf", "--far-policy", "lowest"), "do not apply to --backend kvm"),
         (("x.elf", "--daemon", "--log-file", "/nonexistent-dir/x.log"), "--daemon is not supported with --backend kvm"),
     ],
