@@ -1,23 +1,32 @@
 """arm64 guests on this host's /dev/kvm (an aarch64 host), behind the backends.api.Backend interface.
 
-    KvmArm64Backend(image, *, ram_size=128 << 20, console=None)
+    KvmArm64Backend(image, *, ram_size=128 << 20, console=None, cpus=1)
 
 ``image`` is a path to an aarch64 ELF (read with backends.elf.load_image, which refuses any other
 machine) or a backends.elf.Image whose machine is "aarch64"; ``console`` receives the bytes the guest
 writes to the UART data register.  Bad images, bad sizes and hosts without a usable KVM raise
 ImageError / BackendError with a one-line message before any VM exists.
 
-The machine (one vCPU, no interrupt controller), laid out like QEMU's ``virt`` and backends.sim:
+The machine (``cpus`` vCPUs, 1..8, no interrupt controller), laid out like QEMU's ``virt`` and backends.sim:
 - RAM: ``ram_size`` bytes at guest physical 0x40000000, one mmap-backed memory slot; the VM has the
   default IPA size.  Guest code runs with the MMU off, so read_memory/write_memory take the addresses
   the guest uses.  Memory is written with 32-bit stores, never one short memcpy (the emulated arm64
   host can otherwise run stale code: arm64-kvm-host README, pitfall 6).
-- The vCPU is KVM's preferred target with PSCI 0.2, reset to EL1h with DAIF masked (PSTATE 0x3c5), PC
-  at the ELF entry.
+- Every vCPU is KVM's preferred target with PSCI 0.2.  vCPU 0 is reset to EL1h with DAIF masked (PSTATE
+  0x3c5), PC at the ELF entry.  vCPUs 1..N-1 are created powered off (KVM_ARM_VCPU_POWER_OFF): the guest
+  starts them with PSCI CPU_ON (HVC), which KVM handles in the kernel (target = MPIDR_EL1, whose Aff0 KVM
+  sets to the vCPU index); until then they hold KVM's reset state and their KVM_RUN sleeps in the kernel,
+  so run() of such a vCPU returns only when kicked (INTERRUPTED) or after CPU_ON, at a debug event.
+- Each vCPU has its own fd, kvm_run mapping and KVM_SET_GUEST_DEBUG state: set_guest_debug(..., vcpu)
+  programs only that vCPU (a debugger applies its points to every vCPU itself), and run(vcpu) is called
+  from one thread per vCPU; kick(vcpu) interrupts only that vCPU (backends.kvm.host).  The register and
+  guest-debug calls of a vCPU block while its run() is in progress (KVM's vcpu mutex): kick it first.
+  Guest debug state set on a powered-off vCPU survives the reset CPU_ON makes.
 - MMIO: a write to the UART data register (0x09000000) goes to ``console``; other MMIO writes are
   ignored and reads return zeros.  Every MMIO exit is completed by the next KVM_RUN before run()
   returns, so registers read or written after any stop are final (pitfall 3).
-- PSCI SYSTEM_OFF / SYSTEM_RESET (KVM_EXIT_SYSTEM_EVENT) is Exit SHUTDOWN.
+- PSCI SYSTEM_OFF / SYSTEM_RESET (KVM_EXIT_SYSTEM_EVENT) is Exit SHUTDOWN of the vCPU that made the call;
+  KVM stops the other vCPUs (their KVM_RUN sleeps, as a powered-off vCPU's does, until kicked).
 
 Registers (backends.sim's names): x0..x30, sp, pc, cpsr (64-bit PSTATE), v0..v31 (128-bit), fpsr, fpcr,
 each through KVM_GET/SET_ONE_REG (arm64 has no KVM_GET_REGS).  ``sp`` is the stack pointer PSTATE
@@ -154,6 +163,17 @@ def uses_sp_el1(pstate: int) -> bool:
     return pstate & 0xF == 0b0101
 
 
+class _Arm64Vcpu(host.Vcpu):
+    """A vCPU with the debug registers last set on it and its own ONE_REG buffer (vCPUs are read and run
+    from different threads)."""
+
+    def __init__(self, index: int, fd: int, run: mmap.mmap) -> None:
+        super().__init__(index, fd, run)
+        self.dbg = DebugRegs()
+        self.regbuf = ctypes.create_string_buffer(16)  # ONE_REG values land here (up to 128 bits)
+        self.regbuf_addr = ctypes.addressof(self.regbuf)
+
+
 def store_words(view: memoryview | mmap.mmap, offset: int, data: bytes) -> None:
     """Copy ``data`` into guest RAM with 32-bit stores (bytes at unaligned edges): never one short memcpy,
     which the emulated arm64 host can leave invisible to the guest's instruction fetch."""
@@ -168,8 +188,8 @@ def store_words(view: memoryview | mmap.mmap, offset: int, data: bytes) -> None:
         view[offset + i] = data[i]
 
 
-class KvmArm64Backend(host.VmLifecycle):
-    """One arm64 VM with one vCPU on /dev/kvm (see the module docstring for the machine)."""
+class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
+    """One arm64 VM with ``cpus`` vCPUs on /dev/kvm (see the module docstring for the machine)."""
 
     def __init__(
         self,
@@ -178,7 +198,9 @@ class KvmArm64Backend(host.VmLifecycle):
         ram_size: int = 128 * MIB,
         console: ConsoleSink | None = None,
         kvm_path: str = host.KVM_PATH,
+        cpus: int = 1,
     ) -> None:
+        host.check_vcpu_count(cpus)
         img = image if isinstance(image, Image) else load_image(image)
         if img.machine != "aarch64":
             raise ImageError(f"{img.path} is an image for {img.machine}, not aarch64")
@@ -193,20 +215,17 @@ class KvmArm64Backend(host.VmLifecycle):
         if not RAM_BASE <= img.entry < RAM_BASE + ram_size:
             raise BackendError(f"entry point {img.entry:#x} lies outside guest RAM")
         self.image = img
+        self.cpus = cpus
         self._console = console
+        self._console_lock = threading.Lock()  # several vCPUs may write the UART at once
         self._lock = threading.Lock()
         self._immediate_exit = _RUN_IMMEDIATE_EXIT
-        self._thread: int | None = None
-        self._control = 0
-        self._dbg = DebugRegs()
         self._closed = False
+        self._vcpus: list[_Arm64Vcpu] = []
         self._fds: list[int] = []
         self._ram: mmap.mmap | None = None
         self._ram_view: memoryview | None = None
-        self._run: mmap.mmap | None = None
         self._kvm_path = kvm_path
-        self._regbuf = ctypes.create_string_buffer(16)  # ONE_REG values land here (up to 128 bits)
-        self._regbuf_addr = ctypes.addressof(self._regbuf)
         host.install_kick_handler()
         try:
             self._create()
@@ -230,20 +249,26 @@ class KvmArm64Backend(host.VmLifecycle):
         host.ioctl_in(
             self._vm, uapi.KVM_SET_USER_MEMORY_REGION, _MEMREGION.pack(region), what="KVM_SET_USER_MEMORY_REGION"
         )
-        self._vcpu = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, 0, what="KVM_CREATE_VCPU")
-        self._fds.append(self._vcpu)
         size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
-        self._run = mmap.mmap(self._vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         init = bytearray(_VCPU_INIT.size)
         host.ioctl_out(self._vm, uapi.KVM_ARM_PREFERRED_TARGET, init, what="KVM_ARM_PREFERRED_TARGET")
-        values = _VCPU_INIT.unpack(init)
-        self.target = values["target"]
-        values["features[0]"] |= 1 << uapi.KVM_ARM_VCPU_PSCI_0_2
-        host.ioctl_in(self._vcpu, uapi.KVM_ARM_VCPU_INIT, _VCPU_INIT.pack(values), what="KVM_ARM_VCPU_INIT")
+        preferred = _VCPU_INIT.unpack(init)
+        self.target = preferred["target"]
+        for index in range(self.cpus):  # every vCPU exists before any runs
+            fd = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, index, what=f"KVM_CREATE_VCPU {index}")
+            self._fds.append(fd)
+            run = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._vcpus.append(_Arm64Vcpu(index, fd, run))
+            values = dict(preferred)
+            values["features[0]"] |= 1 << uapi.KVM_ARM_VCPU_PSCI_0_2
+            if index:  # secondaries wait for the guest's PSCI CPU_ON
+                values["features[0]"] |= 1 << uapi.KVM_ARM_VCPU_POWER_OFF
+            host.ioctl_in(fd, uapi.KVM_ARM_VCPU_INIT, _VCPU_INIT.pack(values), what=f"KVM_ARM_VCPU_INIT {index}")
         for seg in self.image.segments:  # the tail to memsize is already zero
             store_words(self._ram_view, seg.addr - RAM_BASE, seg.data)
-        self._set_one(REG_IDS["pc"], self.image.entry, 64)
-        self._set_one(PSTATE_ID, PSTATE_RESET, 64)
+        boot = self._vcpus[0]
+        self._set_one(boot, REG_IDS["pc"], self.image.entry, 64)
+        self._set_one(boot, PSTATE_ID, PSTATE_RESET, 64)
 
     def _check_extension(self, cap: int) -> int:
         return host.ioctl_int(self._vm, uapi.KVM_CHECK_EXTENSION, cap, what="KVM_CHECK_EXTENSION")
@@ -254,22 +279,26 @@ class KvmArm64Backend(host.VmLifecycle):
         bps = self._check_extension(uapi.KVM_CAP_GUEST_DEBUG_HW_BPS)
         wps = self._check_extension(uapi.KVM_CAP_GUEST_DEBUG_HW_WPS)
         mask = self._check_extension(uapi.KVM_CAP_SET_GUEST_DEBUG2)
+        notes = [
+            f"KVM arm64 (preferred target {self.target}): KVM_CAP_GUEST_DEBUG_HW_BPS={bps}, HW_WPS={wps}",
+            "watchpoint FAR: as this host's CPU reports it",
+        ]
+        if self.cpus > 1:
+            notes.append(f"{self.cpus} vCPUs: 1..{self.cpus - 1} start powered off until the guest's PSCI CPU_ON")
         return Capabilities(
             arch="aarch64",
             hw_breakpoints=bps,
             hw_watchpoints=wps,
             guest_debug_flags=mask if mask > 0 else GUESTDBG_VALID_MASK,
+            vcpus=self.cpus,
             debug_id=self.id_aa64dfr0(),
             far_policy="this host CPU's",
-            notes=(
-                f"KVM arm64 (preferred target {self.target}): KVM_CAP_GUEST_DEBUG_HW_BPS={bps}, HW_WPS={wps}",
-                "watchpoint FAR: as this host's CPU reports it",
-            ),
+            notes=tuple(notes),
         )
 
     def id_aa64dfr0(self) -> int:
         """ID_AA64DFR0_EL1 as the guest reads it (KVM_GET_ONE_REG): BRPs/WRPs fields hold count - 1."""
-        return self._get_one(ID_AA64DFR0_EL1, 64)
+        return self._get_one(self._vcpus[0], ID_AA64DFR0_EL1, 64)
 
     # ---- Backend: memory ---------------------------------------------------------------------------------
     def _check_range(self, addr: int, size: int) -> None:
@@ -290,71 +319,72 @@ class KvmArm64Backend(host.VmLifecycle):
         store_words(self._ram_view, addr - RAM_BASE, bytes(data))
 
     # ---- Backend: registers --------------------------------------------------------------------------------
-    def _get_one(self, reg_id: int, bits: int) -> int:
+    def _get_one(self, v: _Arm64Vcpu, reg_id: int, bits: int) -> int:
         if self._closed:
             raise BackendError("the VM is closed")
-        request = _ONE_REG.pack(reg_id, self._regbuf_addr)
-        host.ioctl_in(self._vcpu, uapi.KVM_GET_ONE_REG, request, what=f"KVM_GET_ONE_REG {reg_id:#x}")
-        return int.from_bytes(self._regbuf.raw[: bits // 8], "little")
+        request = _ONE_REG.pack(reg_id, v.regbuf_addr)
+        host.ioctl_in(v.fd, uapi.KVM_GET_ONE_REG, request, what=f"KVM_GET_ONE_REG {reg_id:#x}")
+        return int.from_bytes(v.regbuf.raw[: bits // 8], "little")
 
-    def _set_one(self, reg_id: int, value: int, bits: int) -> None:
+    def _set_one(self, v: _Arm64Vcpu, reg_id: int, value: int, bits: int) -> None:
         if self._closed:
             raise BackendError("the VM is closed")
-        ctypes.memmove(self._regbuf, value.to_bytes(bits // 8, "little"), bits // 8)
-        request = _ONE_REG.pack(reg_id, self._regbuf_addr)
-        host.ioctl_in(self._vcpu, uapi.KVM_SET_ONE_REG, request, what=f"KVM_SET_ONE_REG {reg_id:#x}")
+        ctypes.memmove(v.regbuf, value.to_bytes(bits // 8, "little"), bits // 8)
+        request = _ONE_REG.pack(reg_id, v.regbuf_addr)
+        host.ioctl_in(v.fd, uapi.KVM_SET_ONE_REG, request, what=f"KVM_SET_ONE_REG {reg_id:#x}")
 
-    def _sp_id(self, pstate: int | None = None) -> int:
+    def _sp_id(self, v: _Arm64Vcpu, pstate: int | None = None) -> int:
         if pstate is None:
-            pstate = self._get_one(PSTATE_ID, 64)
+            pstate = self._get_one(v, PSTATE_ID, 64)
         return SP_EL1_ID if uses_sp_el1(pstate) else SP_EL0_ID
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
-        self._check_vcpu(vcpu)
+        v = self._cpu(vcpu)
         out: dict[str, int] = {}
         for name in REG_NAMES:
             if name == "sp":
                 continue
-            out[name] = self._get_one(REG_IDS[name], REG_BITS[name])
-        out["sp"] = self._get_one(self._sp_id(out["cpsr"]), 64)
+            out[name] = self._get_one(v, REG_IDS[name], REG_BITS[name])
+        out["sp"] = self._get_one(v, self._sp_id(v, out["cpsr"]), 64)
         return {name: out[name] for name in REG_NAMES}
 
     def get_reg(self, name: str, vcpu: int = 0) -> int:
-        self._check_vcpu(vcpu)
+        v = self._cpu(vcpu)
         if name == "sp":
-            return self._get_one(self._sp_id(), 64)
+            return self._get_one(v, self._sp_id(v), 64)
         reg_id = REG_IDS.get(name)
         if reg_id is None:
             if name in EXTRA_IDS:
-                return self._get_one(EXTRA_IDS[name], 64)
+                return self._get_one(v, EXTRA_IDS[name], 64)
             raise BackendError(f"unknown register {name}")
-        return self._get_one(reg_id, REG_BITS[name])
+        return self._get_one(v, reg_id, REG_BITS[name])
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
         """PSTATE is written first, so that ``sp`` lands in the stack pointer of the new mode."""
-        self._check_vcpu(vcpu)
+        v = self._cpu(vcpu)
         for name, value in regs.items():
             if name not in REG_BITS and name not in EXTRA_IDS:
                 raise BackendError(f"unknown register {name}")
             if not 0 <= value < 1 << REG_BITS.get(name, 64):
                 raise BackendError(f"value {value:#x} out of range for {name}")
         if "cpsr" in regs:
-            self._set_one(PSTATE_ID, regs["cpsr"], 64)
+            self._set_one(v, PSTATE_ID, regs["cpsr"], 64)
         for name, value in regs.items():
             if name not in ("cpsr", "sp"):
-                self._set_one(REG_IDS.get(name) or EXTRA_IDS[name], value, REG_BITS.get(name, 64))
+                self._set_one(v, REG_IDS.get(name) or EXTRA_IDS[name], value, REG_BITS.get(name, 64))
         if "sp" in regs:
-            self._set_one(self._sp_id(regs.get("cpsr")), regs["sp"], 64)
+            self._set_one(v, self._sp_id(v, regs.get("cpsr")), regs["sp"], 64)
 
     # ---- Backend: guest debug ------------------------------------------------------------------------------
     def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
-        """KVM_SET_GUEST_DEBUG; KVM itself refuses unknown control bits (EINVAL, a BackendError)."""
-        self._check_vcpu(vcpu)
+        """KVM_SET_GUEST_DEBUG of this one vCPU; KVM itself refuses unknown control bits (EINVAL, a BackendError).
+        ``regs`` None keeps the registers last set on this vCPU."""
+        v = self._cpu(vcpu)
         if regs is not None and not isinstance(regs, DebugRegs):
             raise BackendError("an arm64 vCPU takes arm64 debug registers (DebugRegs)")
         if not 0 <= control < 1 << 32:
             raise BackendError(f"invalid guest-debug control {control:#x} (EINVAL)")
-        dbg = self._dbg if regs is None else regs
+        dbg = v.dbg if regs is None else regs
         values = {"control": control}
         for field, array in (("dbg_bcr", dbg.bcr), ("dbg_bvr", dbg.bvr), ("dbg_wcr", dbg.wcr), ("dbg_wvr", dbg.wvr)):
             if len(array) != MAX_DBG_REGS or any(not 0 <= v < 1 << 64 for v in array):
@@ -362,20 +392,20 @@ class KvmArm64Backend(host.VmLifecycle):
             values.update({f"arch.{field}[{i}]": v for i, v in enumerate(array)})
         if self._closed:
             raise BackendError("the VM is closed")
-        host.ioctl_in(self._vcpu, uapi.KVM_SET_GUEST_DEBUG_ARM64, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
-        self._dbg = dbg.copy()
-        self._control = control if control & GUESTDBG_ENABLE else 0
+        host.ioctl_in(v.fd, uapi.KVM_SET_GUEST_DEBUG_ARM64, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
+        v.dbg = dbg.copy()
+        v.control = control if control & GUESTDBG_ENABLE else 0
 
     # ---- Backend: run ------------------------------------------------------------------------------------
-    def _run_until_exit(self) -> Exit:
+    def _run_until_exit(self, v: _Arm64Vcpu) -> Exit:
         """KVM_RUN until an exit worth reporting.  MMIO exits are answered and KVM_RUN re-entered, which
         completes the access (PC past it) before anything else: a kick then returns EINTR from that
-        KVM_RUN with the access done, and a single step over it reports the step."""
-        run = self._run
-        assert run is not None
+        KVM_RUN with the access done, and a single step over it reports the step.  A powered-off vCPU
+        sleeps inside KVM_RUN until CPU_ON or a kick (EINTR)."""
+        run = v.run
         while True:
             try:
-                fcntl.ioctl(self._vcpu, uapi.KVM_RUN, 0)
+                fcntl.ioctl(v.fd, uapi.KVM_RUN, 0)
             except InterruptedError:
                 return Exit(ExitReason.INTERRUPTED)
             except OSError as e:
@@ -395,7 +425,7 @@ class KvmArm64Backend(host.VmLifecycle):
                 kind = _U32.unpack_from(run, _SYSTEM_EVENT_TYPE)[0]
                 return Exit(ExitReason.SHUTDOWN, status=0, detail=_SYSTEM_EVENTS.get(kind, f"system event {kind}"))
             else:
-                return self._fatal_exit(reason, run)
+                return self._fatal_exit(v, reason, run)
 
     def _mmio(self, run: mmap.mmap) -> None:
         """The UART data register's writes go to the console; other writes are ignored, reads are zeros."""
@@ -404,10 +434,11 @@ class KvmArm64Backend(host.VmLifecycle):
         if not run[_MMIO_IS_WRITE]:
             run[_MMIO_DATA : _MMIO_DATA + n] = bytes(n)
         elif addr == UART_BASE and self._console is not None:
-            self._console(bytes(run[_MMIO_DATA : _MMIO_DATA + 1]))
+            with self._console_lock:
+                self._console(bytes(run[_MMIO_DATA : _MMIO_DATA + 1]))
 
-    def _fatal_exit(self, reason: int, run: mmap.mmap) -> Exit:
-        pc = self._get_one(REG_IDS["pc"], 64)
+    def _fatal_exit(self, v: _Arm64Vcpu, reason: int, run: mmap.mmap) -> Exit:
+        pc = self._get_one(v, REG_IDS["pc"], 64)
         if reason == uapi.KVM_EXIT_ARM_NISV:
             return Exit(ExitReason.FAULT, signal=SIGBUS, detail=f"MMIO access KVM cannot decode at {pc:#x}")
         if reason == uapi.KVM_EXIT_INTERNAL_ERROR:

@@ -2,11 +2,13 @@
 become BackendError, and the signal that kicks a vCPU thread out of KVM_RUN.
 
 Kicking: KVM_RUN only returns early for a pending signal, and checks kvm_run.immediate_exit only on entry,
-so kick() sets immediate_exit (covers a thread about to enter KVM_RUN) and sends KICK_SIGNAL to the
-thread inside it.  The signal needs a handler (a default-ignored or SIG_DFL signal would be dropped or
-kill the process); Python can install one only from the main thread, so backends install it when they
-are created.  KVM returns -EINTR and CPython's fcntl.ioctl does not retry it (PEP 475 retries are
-for calls like read(); ioctl is not among them), so KVM_RUN raises InterruptedError.
+so kick(vcpu) sets that vCPU's immediate_exit (covers a thread about to enter KVM_RUN) and sends
+KICK_SIGNAL to the one thread inside that vCPU's run(): each vCPU records the thread running it, so a
+kick interrupts exactly that vCPU and no other (a VM with several vCPUs runs each on its own thread).
+The signal needs a handler (a default-ignored or SIG_DFL signal would be dropped or kill the process);
+Python can install one only from the main thread, so backends install it when they are created.  KVM
+returns -EINTR and CPython's fcntl.ioctl does not retry it (PEP 475 retries are for calls like read();
+ioctl is not among them), so KVM_RUN raises InterruptedError.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import Generic, TypeVar
 
 from backends.api import BackendError, Exit
 from backends.kvm import uapi
 
 KVM_PATH = "/dev/kvm"
 KICK_SIGNAL = signal.SIGUSR1
+MAX_VCPUS = 8  # what the backends offer (cpus=1..8); KVM itself allows more
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
@@ -135,53 +139,87 @@ def kick_thread(thread_id: int) -> None:
         pass
 
 
-class VmLifecycle:
-    """What both KVM backends share once their VM exists: kick() and close().  Subclasses set these
-    attributes in their constructor (None until created)."""
+def check_vcpu_count(cpus: int) -> None:
+    """The vCPU count a backend accepts: 1..MAX_VCPUS (one line, before any VM exists)."""
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= MAX_VCPUS:
+        raise BackendError(f"the number of vCPUs must be between 1 and {MAX_VCPUS}, not {cpus!r}")
 
-    _lock: threading.Lock
+
+class Vcpu:
+    """One vCPU: its fd, its kvm_run mapping, the thread inside its run() (threading.get_ident(), None when
+    no run() is in progress) and the KVM_SET_GUEST_DEBUG control last set on it (0 when debugging is off).
+    The arch backends add their own per-vCPU state (debug registers, ONE_REG buffer)."""
+
+    def __init__(self, index: int, fd: int, run: mmap.mmap) -> None:
+        self.index = index
+        self.fd = fd
+        self.run = run
+        self.thread: int | None = None
+        self.control = 0
+
+
+V = TypeVar("V", bound=Vcpu)
+
+
+class VmLifecycle(Generic[V]):
+    """What both KVM backends share once their VM exists: run(), kick() and close() for every vCPU.
+    Subclasses set these attributes in their constructor and append each vCPU to ``_vcpus`` (index order)
+    as soon as its fd and mapping exist, so that close() releases a half-built VM.
+
+    KVM serialises every ioctl of one vCPU (its vcpu mutex): get_regs/get_reg/set_regs/set_guest_debug of
+    a vCPU whose run() is in progress block until that run() returns, also for an arm64 vCPU that sleeps
+    powered off.  A debugger stops (kicks) a vCPU before touching it; guest memory is never blocked."""
+
+    _lock: threading.Lock  # guards _closed and every vCPU's thread / immediate_exit
     _closed: bool
-    _run: mmap.mmap | None  # the vCPU's kvm_run mapping
-    _thread: int | None  # threading.get_ident() of the thread inside run(), if any
-    _fds: list[int]  # /dev/kvm, VM, vCPU, in creation order
+    _vcpus: list[V]
+    _fds: list[int]  # /dev/kvm, VM, vCPU 0..N-1, in creation order
     _ram: mmap.mmap | None
     _ram_view: memoryview | None
     _immediate_exit: int  # offsetof(kvm_run, immediate_exit)
 
-    def _run_until_exit(self) -> Exit:
-        """KVM_RUN until an exit worth reporting (the arch's exit handling)."""
+    def _run_until_exit(self, v: V) -> Exit:
+        """KVM_RUN on ``v`` until an exit worth reporting (the arch's exit handling)."""
         raise NotImplementedError
 
+    def _cpu(self, vcpu: int) -> V:
+        """The vCPU with this index; BackendError (as KVM's EINVAL) for any other number."""
+        n = len(self._vcpus)
+        if isinstance(vcpu, bool) or not isinstance(vcpu, int) or not 0 <= vcpu < n:
+            if n == 1:
+                raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
+            raise BackendError(f"no vCPU {vcpu}: this VM has {n} vCPUs (0..{n - 1})")
+        return self._vcpus[vcpu]
+
     def run(self, vcpu: int = 0) -> Exit:
-        """KVM_RUN on the calling thread, which kick() can then signal; one caller at a time."""
-        self._check_vcpu(vcpu)
+        """KVM_RUN of ``vcpu`` on the calling thread, which kick(vcpu) can then signal.  Each vCPU runs on
+        one thread at a time; different vCPUs run concurrently on different threads."""
+        v = self._cpu(vcpu)
         unblock_kick_signal()
         with self._lock:
             if self._closed:
                 raise BackendError("the VM is closed")
-            if self._thread is not None:
-                raise BackendError("run() is already running on another thread")
-            self._thread = threading.get_ident()
+            if v.thread is not None:
+                raise BackendError(f"run() of vCPU {vcpu} is already running on another thread")
+            v.thread = threading.get_ident()
         try:
-            return self._run_until_exit()
+            return self._run_until_exit(v)
         finally:
             with self._lock:
-                self._thread = None
-                if self._run is not None:
-                    self._run[self._immediate_exit] = 0  # this stop served any kick made during the run
+                v.thread = None
+                if not self._closed:
+                    v.run[self._immediate_exit] = 0  # this stop served any kick made during the run
 
     def kick(self, vcpu: int = 0) -> None:
-        """Thread-safe: immediate_exit for a thread about to enter KVM_RUN, a signal for one inside it."""
+        """Thread-safe: immediate_exit for a thread about to enter this vCPU's KVM_RUN, a signal for the
+        one inside it.  Other vCPUs are not disturbed."""
+        v = self._cpu(vcpu)
         with self._lock:
-            if self._closed or self._run is None:
+            if self._closed:
                 return
-            self._run[self._immediate_exit] = 1
-            if self._thread is not None:
-                kick_thread(self._thread)
-
-    def _check_vcpu(self, vcpu: int) -> None:
-        if vcpu != 0:
-            raise BackendError(f"no vCPU {vcpu}: this VM has one vCPU (0)")
+            v.run[self._immediate_exit] = 1
+            if v.thread is not None:
+                kick_thread(v.thread)
 
     def close(self) -> None:
         """Releases the VM (fds and mappings); the backend is unusable afterwards.  Idempotent."""
@@ -189,9 +227,9 @@ class VmLifecycle:
             if self._closed:
                 return
             self._closed = True
-        if self._run is not None:
-            self._run.close()
-        for fd in reversed(self._fds):  # vCPU, VM, then /dev/kvm: the VM (and its memslot) goes first
+        for v in self._vcpus:
+            v.run.close()
+        for fd in reversed(self._fds):  # vCPUs, VM, then /dev/kvm: the VM (and its memslot) goes first
             os.close(fd)
         self._fds.clear()
         if self._ram is not None:

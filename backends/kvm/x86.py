@@ -1,22 +1,30 @@
 """x86-64 guests on this host's /dev/kvm, behind the backends.api.Backend interface.
 
-    KvmX86Backend(image, *, ram_size=128 << 20, console=None)
+    KvmX86Backend(image, *, ram_size=128 << 20, console=None, cpus=1)
 
 ``image`` is a path to an x86-64 ELF (read with load_x86_image) or a backends.elf.Image whose machine is
-"x86_64"; ``console`` receives the bytes the guest writes to the COM1 data port.  The vCPU starts halted
+"x86_64"; ``console`` receives the bytes the guest writes to the COM1 data port.  Every vCPU starts halted
 at the ELF entry in 64-bit long mode.  Bad images, bad sizes and hosts without a usable KVM raise
 ImageError / BackendError with a one-line message before any VM exists.
 
-The machine (one vCPU, no interrupt controller, no devices):
+The machine (``cpus`` vCPUs, 1..8, no interrupt controller, no devices):
+- SMP without INIT/SIPI (there is no local APIC to send them): every vCPU starts at the ELF entry in the
+  same long-mode state, runnable at once (KVM makes all vCPUs of a VM without an in-kernel irqchip
+  runnable).  A guest tells the vCPUs apart by ``rdi`` = the vCPU index (0..N-1), which the backend sets
+  on each; each starts with its own ``rsp`` (below) and should still set up its own stack.  CPUID is the
+  host's supported table on every vCPU (its APIC id fields do not name the vCPU).  Each vCPU has its own
+  fd, kvm_run mapping and KVM_SET_GUEST_DEBUG state: set_guest_debug(..., vcpu) programs that vCPU only,
+  run(vcpu) is called from one thread per vCPU and kick(vcpu) interrupts only that vCPU.  The register
+  and guest-debug calls of a vCPU block while its run() is in progress (KVM's vcpu mutex): kick it first.
 - RAM: ``ram_size`` bytes (4 KiB multiple, 4 MiB .. 3 GiB) at guest physical 0, one mmap-backed memory
   slot.  Guest addresses are physical: the page tables identity-map the first 4 GiB with 2 MiB pages,
   so RAM and everything above it (MMIO) is reachable and read_memory/write_memory take the same
   addresses the guest uses.
 - The top 32 KiB of RAM are reserved for the boot structures: the GDT (null, 64-bit code at selector
   0x08, data at 0x10), then PML4, PDPT and four page directories.  A segment that would load there is
-  refused.  RSP starts just below them (ram_size - 32 KiB), RFLAGS = 2 (interrupts off), CR0 = PE|MP|ET|
-  NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT (SSE works), EFER = LME|LMA, no IDT: a guest exception becomes a
-  triple fault (Exit FAULT, SIGSEGV).
+  refused.  RSP starts just below them (ram_size - 32 KiB, minus 16 KiB per vCPU index), RFLAGS = 2
+  (interrupts off), CR0 = PE|MP|ET|NE|WP|PG, CR4 = PAE|OSFXSR|OSXMMEXCPT (SSE works), EFER = LME|LMA, no
+  IDT: a guest exception becomes a triple fault (Exit FAULT, SIGSEGV).
 - I/O ports: a byte written to 0x3f8 (COM1 data) goes to ``console``; a write to 0xf4 (QEMU's isa-debug-exit
   port) powers off (Exit SHUTDOWN, status = the value written); other writes are ignored and reads return
   all ones (so a UART driver polling LSR sees the transmitter empty).  Accesses past RAM are MMIO: reads
@@ -83,6 +91,7 @@ COM1_DATA = 0x3F8
 EXIT_PORT = 0xF4
 TSS_ADDR = 0xFFFB_D000  # three pages KVM needs for real-mode emulation on Intel (QEMU's choice)
 IDENTITY_MAP_ADDR = 0xFFFB_C000
+VCPU_STACK = 16 * KIB  # distance between the vCPUs' initial rsp values
 
 DR6_STEP = 0xFFFF4FF0  # DR6 of a single-step #DB: the active-low bits and BS
 DR7_RESET = 0x400
@@ -196,8 +205,16 @@ def image_from_code(code: bytes, *, base: int = 0x10_0000, name: str = "<code>")
 
 
 # ---- the backend -------------------------------------------------------------------------------------------
-class KvmX86Backend(host.VmLifecycle):
-    """One x86-64 VM with one vCPU on /dev/kvm (see the module docstring for the machine)."""
+class _X86Vcpu(host.Vcpu):
+    """A vCPU with the debug registers last set on it."""
+
+    def __init__(self, index: int, fd: int, run: mmap.mmap) -> None:
+        super().__init__(index, fd, run)
+        self.dbg = X86DebugRegs()
+
+
+class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
+    """One x86-64 VM with ``cpus`` vCPUs on /dev/kvm (see the module docstring for the machine)."""
 
     def __init__(
         self,
@@ -206,7 +223,9 @@ class KvmX86Backend(host.VmLifecycle):
         ram_size: int = 128 * MIB,
         console: ConsoleSink | None = None,
         kvm_path: str = host.KVM_PATH,
+        cpus: int = 1,
     ) -> None:
+        host.check_vcpu_count(cpus)
         img = image if isinstance(image, Image) else load_x86_image(image)
         if img.machine != "x86_64":
             raise ImageError(f"{img.path} is an image for {img.machine}, not x86-64")
@@ -218,19 +237,18 @@ class KvmX86Backend(host.VmLifecycle):
         self.tables = ram_size - RESERVED_TOP
         self._check_image(img)
         self.image = img
+        self.cpus = cpus
         self._console = console
+        self._console_lock = threading.Lock()  # several vCPUs may write COM1 at once
         self._lock = threading.Lock()
         self._immediate_exit = _RUN_IMMEDIATE_EXIT
-        self._thread: int | None = None
-        self._control = 0
-        self._dbg = X86DebugRegs()
         self._closed = False
+        self._vcpus: list[_X86Vcpu] = []
         self._fds: list[int] = []
         self._ram: mmap.mmap | None = None
         self._ram_view: memoryview | None = None
         self._kvm_path = kvm_path
         self._xsave_size = 0  # 0: the host has no KVM_GET_XSAVE; KVM_GET_FPU it is
-        self._run: mmap.mmap | None = None
         host.install_kick_handler()
         try:
             self._create()
@@ -269,34 +287,44 @@ class KvmX86Backend(host.VmLifecycle):
             }
         )
         host.ioctl_in(self._vm, uapi.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
-        self._vcpu = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, 0, what="KVM_CREATE_VCPU")
-        self._fds.append(self._vcpu)
         size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
-        self._run = mmap.mmap(self._vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        for index in range(self.cpus):
+            fd = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, index, what=f"KVM_CREATE_VCPU {index}")
+            self._fds.append(fd)
+            run = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._vcpus.append(_X86Vcpu(index, fd, run))
         if host.ioctl_int(self._kvm, uapi.KVM_CHECK_EXTENSION, uapi.KVM_CAP_XSAVE, what="KVM_CHECK_EXTENSION") > 0:
             xsave2 = host.ioctl_int(self._vm, uapi.KVM_CHECK_EXTENSION, uapi.KVM_CAP_XSAVE2, what="KVM_CHECK_EXTENSION")
             self._xsave_size = max(_XSAVE_MIN, xsave2)
-        self._set_cpuid()
+        cpuid = self._supported_cpuid()
+        for v in self._vcpus:
+            host.ioctl_out(v.fd, uapi.KVM_SET_CPUID2, bytearray(cpuid), what="KVM_SET_CPUID2")
         for seg in self.image.segments:
             self._ram[seg.addr : seg.addr + len(seg.data)] = seg.data  # the tail to memsize is already zero
         self._boot_structures()
-        sregs = self._get("sregs")
+        for v in self._vcpus:
+            self._boot_state(v)
+
+    def _boot_state(self, v: _X86Vcpu) -> None:
+        """Long mode at the ELF entry (module docstring); rdi = the vCPU index, rsp 16 KiB lower per index."""
+        sregs = self._get("sregs", v)
         code = {"base": 0, "limit": 0xFFFF_FFFF, "selector": GDT_CODE64, "type": 11, "present": 1, "dpl": 0}
         code.update({"db": 0, "s": 1, "l": 1, "g": 1, "avl": 0, "unusable": 0})
         data = dict(code, selector=GDT_DATA, type=3, db=1, l=0)
         for seg_name in uapi.SREGS_SEGMENTS[:6]:
-            for k, v in (code if seg_name == "cs" else data).items():
-                sregs[f"{seg_name}.{k}"] = v
+            for key, value in (code if seg_name == "cs" else data).items():
+                sregs[f"{seg_name}.{key}"] = value
         sregs.update({"gdt.base": self.tables, "gdt.limit": 3 * 8 - 1, "idt.base": 0, "idt.limit": 0})
         sregs["cr0"] = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG
         sregs["cr3"] = self.tables + 0x1000
         sregs["cr4"] = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT
         sregs["efer"] = EFER_LME | EFER_LMA
-        self._set("sregs", sregs)
-        self._set("regs", {"rip": self.image.entry, "rsp": self.tables, "rflags": 2})
-        fpu = self._get("fpu")  # the architectural power-on control words, whatever the host's vCPU reset did
+        self._set("sregs", sregs, v)
+        rsp = self.tables - v.index * VCPU_STACK
+        self._set("regs", {"rip": self.image.entry, "rsp": rsp, "rflags": 2, "rdi": v.index}, v)
+        fpu = self._get("fpu", v)  # the architectural power-on control words, whatever the host's vCPU reset did
         fpu.update({"fcw": 0x37F, "mxcsr": 0x1F80})
-        self._set("fpu", fpu)
+        self._set("fpu", fpu, v)
 
     def _ram_address(self) -> int:
         assert self._ram is not None
@@ -305,8 +333,9 @@ class KvmX86Backend(host.VmLifecycle):
         del anchor  # the export would keep the mmap from closing; close() unmaps RAM only after the VM is gone
         return address
 
-    def _set_cpuid(self) -> None:
-        """The host's supported CPUID, unchanged (E2BIG means a bigger table is needed)."""
+    def _supported_cpuid(self) -> bytearray:
+        """The host's supported CPUID as a struct kvm_cpuid2, for KVM_SET_CPUID2 unchanged (E2BIG means a
+        bigger table is needed)."""
         nent = 128
         while True:
             buf = bytearray(_CPUID_HEADER.pack({"nent": nent}) + bytes(_CPUID_ENTRY_SIZE * nent))
@@ -317,7 +346,7 @@ class KvmX86Backend(host.VmLifecycle):
                 if e.errno != errno.E2BIG or nent >= 4096:
                     raise
                 nent *= 2
-        host.ioctl_out(self._vcpu, uapi.KVM_SET_CPUID2, buf, what="KVM_SET_CPUID2")
+        return buf
 
     def _boot_structures(self) -> None:
         """GDT and identity-mapping page tables in the reserved top of RAM (module docstring)."""
@@ -338,6 +367,8 @@ class KvmX86Backend(host.VmLifecycle):
     def capabilities(self) -> Capabilities:
         host = probe_host()
         notes = ["one pool of 4 debug registers (DR0-DR3) shared by breakpoints and watchpoints"]
+        if self.cpus > 1:
+            notes.append(f"{self.cpus} vCPUs, all started at the ELF entry (no INIT/SIPI); rdi = the vCPU index")
         notes += host.notes()
         if not host.data_breakpoints:
             # a watchpoint that never fires is worse than none: with 0, gdb watches in software (by stepping)
@@ -349,6 +380,7 @@ class KvmX86Backend(host.VmLifecycle):
             single_step=True,
             sw_breakpoints=True,
             guest_debug_flags=GUESTDBG_VALID_MASK_X86,
+            vcpus=self.cpus,
             notes=tuple(notes),
         )
 
@@ -370,33 +402,33 @@ class KvmX86Backend(host.VmLifecycle):
         self._ram_view[addr : addr + len(data)] = data
 
     # ---- Backend: registers --------------------------------------------------------------------------------
-    def _get(self, group: str) -> dict[str, int]:
+    def _get(self, group: str, v: _X86Vcpu) -> dict[str, int]:
         if self._closed:
             raise BackendError("the VM is closed")
         if group == "fpu":
-            return self._get_fpu()
+            return self._get_fpu(v)
         codec, request = (_REGS, uapi.KVM_GET_REGS) if group == "regs" else (_SREGS, uapi.KVM_GET_SREGS)
         buf = bytearray(codec.size)
-        host.ioctl_out(self._vcpu, request, buf, what=f"KVM_GET_{group.upper()}")
+        host.ioctl_out(v.fd, request, buf, what=f"KVM_GET_{group.upper()}")
         return codec.unpack(buf)
 
-    def _set(self, group: str, values: dict[str, int]) -> None:
+    def _set(self, group: str, values: dict[str, int], v: _X86Vcpu) -> None:
         if group == "fpu":
-            self._set_fpu(values)
+            self._set_fpu(values, v)
             return
         codec, request = (_REGS, uapi.KVM_SET_REGS) if group == "regs" else (_SREGS, uapi.KVM_SET_SREGS)
-        host.ioctl_in(self._vcpu, request, codec.pack(values), what=f"KVM_SET_{group.upper()}")
+        host.ioctl_in(v.fd, request, codec.pack(values), what=f"KVM_SET_{group.upper()}")
 
-    def _get_fpu(self) -> dict[str, int]:
+    def _get_fpu(self, v: _X86Vcpu) -> dict[str, int]:
         """x87/SSE state in struct kvm_fpu's terms.  From KVM_GET_XSAVE where the host has it, because
         KVM_GET_FPU leaves mxcsr out (it reads as whatever the buffer held)."""
         if not self._xsave_size:
             buf = bytearray(_FPU.size)
-            host.ioctl_out(self._vcpu, uapi.KVM_GET_FPU, buf, what="KVM_GET_FPU")
+            host.ioctl_out(v.fd, uapi.KVM_GET_FPU, buf, what="KVM_GET_FPU")
             return _FPU.unpack(buf)
         buf = bytearray(self._xsave_size)
         request = uapi.KVM_GET_XSAVE2 if self._xsave_size > _XSAVE_MIN else uapi.KVM_GET_XSAVE
-        host.ioctl_out(self._vcpu, request, buf, what="KVM_GET_XSAVE")
+        host.ioctl_out(v.fd, request, buf, what="KVM_GET_XSAVE")
         x = _XSTATE.unpack(buf)
         fpu = {f"fpr[{i}]": _u128(x, "fpstate.st_space", i) for i in range(8)}
         fpu.update({f"xmm[{i}]": _u128(x, "fpstate.xmm_space", i) for i in range(16)})
@@ -405,15 +437,15 @@ class KvmX86Backend(host.VmLifecycle):
         fpu["mxcsr"] = x["fpstate.mxcsr"]
         return fpu
 
-    def _set_fpu(self, fpu: dict[str, int]) -> None:
+    def _set_fpu(self, fpu: dict[str, int], v: _X86Vcpu) -> None:
         """Writes the kvm_fpu-shaped values back through KVM_SET_XSAVE (or KVM_SET_FPU), keeping the rest
         of the XSAVE image as KVM gave it; XSTATE_BV gets x87 and SSE so that the values are loaded."""
         if not self._xsave_size:
-            host.ioctl_in(self._vcpu, uapi.KVM_SET_FPU, _FPU.pack(fpu), what="KVM_SET_FPU")
+            host.ioctl_in(v.fd, uapi.KVM_SET_FPU, _FPU.pack(fpu), what="KVM_SET_FPU")
             return
         buf = bytearray(self._xsave_size)
         request = uapi.KVM_GET_XSAVE2 if self._xsave_size > _XSAVE_MIN else uapi.KVM_GET_XSAVE
-        host.ioctl_out(self._vcpu, request, buf, what="KVM_GET_XSAVE")
+        host.ioctl_out(v.fd, request, buf, what="KVM_GET_XSAVE")
         x = _XSTATE.unpack(buf)
         for i in range(8):
             _put_u128(x, "fpstate.st_space", i, fpu[f"fpr[{i}]"])
@@ -424,7 +456,7 @@ class KvmX86Backend(host.VmLifecycle):
         x.update({"fpstate.rip": fpu["last_ip"], "fpstate.rdp": fpu["last_dp"], "fpstate.mxcsr": fpu["mxcsr"]})
         x["xstate_hdr.xfeatures"] |= uapi.XFEATURE_MASK_FP | uapi.XFEATURE_MASK_SSE
         buf[: _XSTATE.size] = _XSTATE.pack(x)
-        host.ioctl_in(self._vcpu, uapi.KVM_SET_XSAVE, bytes(buf), what="KVM_SET_XSAVE")
+        host.ioctl_in(v.fd, uapi.KVM_SET_XSAVE, bytes(buf), what="KVM_SET_XSAVE")
 
     @staticmethod
     def _from_regs(name: str, regs: dict[str, int]) -> int:
@@ -457,8 +489,8 @@ class KvmX86Backend(host.VmLifecycle):
         return fpu[field] >> shift & _M32
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
-        self._check_vcpu(vcpu)
-        regs, sregs, fpu = self._get("regs"), self._get("sregs"), self._get("fpu")
+        v = self._cpu(vcpu)
+        regs, sregs, fpu = self._get("regs", v), self._get("sregs", v), self._get("fpu", v)
         out: dict[str, int] = {}
         for name in REG_NAMES:
             group = _GROUP[name]
@@ -471,18 +503,18 @@ class KvmX86Backend(host.VmLifecycle):
         return out
 
     def get_reg(self, name: str, vcpu: int = 0) -> int:
-        self._check_vcpu(vcpu)
+        v = self._cpu(vcpu)
         group = _GROUP.get(name)
         if group is None:
             raise BackendError(f"unknown register {name}")
         if group == "regs":
-            return self._from_regs(name, self._get("regs"))
+            return self._from_regs(name, self._get("regs", v))
         if group == "sregs":
-            return self._from_sregs(name, self._get("sregs"))
-        return self._from_fpu(name, self._get("fpu"))
+            return self._from_sregs(name, self._get("sregs", v))
+        return self._from_fpu(name, self._get("fpu", v))
 
     def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
-        self._check_vcpu(vcpu)
+        v = self._cpu(vcpu)
         for name, value in regs.items():
             if name not in _GROUP:
                 raise BackendError(f"unknown register {name}")
@@ -490,23 +522,23 @@ class KvmX86Backend(host.VmLifecycle):
                 raise BackendError(f"value {value:#x} out of range for {name}")
         groups = {_GROUP[name] for name in regs}
         if "regs" in groups:
-            kr = self._get("regs")
+            kr = self._get("regs", v)
             for name, value in regs.items():
                 if _GROUP[name] == "regs":
                     kr["rflags" if name == "eflags" else name] = value
-            self._set("regs", kr)
+            self._set("regs", kr, v)
         if "sregs" in groups:
-            ks = self._get("sregs")
+            ks = self._get("sregs", v)
             for name, value in regs.items():
                 if _GROUP[name] == "sregs":
                     ks[f"{name[:2]}.base" if name.endswith("_base") else f"{name}.selector"] = value
-            self._set("sregs", ks)
+            self._set("sregs", ks, v)
         if "fpu" in groups:
-            kf = self._get("fpu")
+            kf = self._get("fpu", v)
             for name, value in regs.items():
                 if _GROUP[name] == "fpu":
                     self._to_fpu(kf, name, value)
-            self._set("fpu", kf)
+            self._set("fpu", kf, v)
 
     @staticmethod
     def _to_fpu(fpu: dict[str, int], name: str, value: int) -> None:
@@ -526,52 +558,54 @@ class KvmX86Backend(host.VmLifecycle):
 
     # ---- Backend: guest debug ------------------------------------------------------------------------------
     def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
-        self._check_vcpu(vcpu)
+        """KVM_SET_GUEST_DEBUG of this one vCPU; ``regs`` None keeps the registers last set on it."""
+        v = self._cpu(vcpu)
         if regs is not None and not isinstance(regs, X86DebugRegs):
             raise BackendError("an x86-64 vCPU takes x86 debug registers (X86DebugRegs)")
         bad = control & ~GUESTDBG_VALID_MASK_X86
         if bad or not 0 <= control < 1 << 32:
             raise BackendError(f"invalid guest-debug control bits {bad:#x} (EINVAL)")
-        dbg = self._dbg if regs is None else regs
+        dbg = v.dbg if regs is None else regs
         if len(dbg.debugreg) != 8 or any(not 0 <= v < 1 << 64 for v in dbg.debugreg):
             raise BackendError("debugreg must hold 8 values of 64 bits")
         values = {"control": control, **{f"arch.debugreg[{i}]": v for i, v in enumerate(dbg.debugreg)}}
-        host.ioctl_in(self._vcpu, uapi.KVM_SET_GUEST_DEBUG, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
-        self._dbg = dbg.copy()
-        self._control = control if control & GUESTDBG_ENABLE else 0
+        if self._closed:
+            raise BackendError("the VM is closed")
+        host.ioctl_in(v.fd, uapi.KVM_SET_GUEST_DEBUG, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
+        v.dbg = dbg.copy()
+        v.control = control if control & GUESTDBG_ENABLE else 0
 
     # ---- Backend: run ------------------------------------------------------------------------------------
-    def _run_until_exit(self) -> Exit:
-        run = self._run
-        assert run is not None
+    def _run_until_exit(self, v: _X86Vcpu) -> Exit:
+        run = v.run
         while True:
             try:
-                _kvm_run(self._vcpu)
+                _kvm_run(v.fd)
             except InterruptedError:
                 return Exit(ExitReason.INTERRUPTED)
             except OSError as e:
                 raise BackendError(f"KVM_RUN: {os.strerror(e.errno) if e.errno else e}") from None
             reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
             if reason == uapi.KVM_EXIT_DEBUG:
-                return self._debug_exit(run)
+                return self._debug_exit(run, v)
             if reason == uapi.KVM_EXIT_IO:
-                ex = self._port_io(run)
+                ex = self._port_io(run, v)
                 if ex is not None:
                     return ex
             elif reason == uapi.KVM_EXIT_MMIO:
                 if not run[_MMIO_IS_WRITE]:
                     n = _U32.unpack_from(run, _MMIO_LEN)[0]
                     run[_MMIO_DATA : _MMIO_DATA + n] = b"\xff" * n
-                elif self._control & GUESTDBG_SINGLESTEP:
-                    return self._finish_step_after_output()
+                elif v.control & GUESTDBG_SINGLESTEP:
+                    return self._finish_step_after_output(v)
             elif reason == uapi.KVM_EXIT_HLT:
                 return Exit(ExitReason.SHUTDOWN, detail="guest halted")
             elif reason == uapi.KVM_EXIT_INTR:
                 return Exit(ExitReason.INTERRUPTED)
             else:
-                return self._fatal_exit(reason, run)
+                return self._fatal_exit(reason, run, v)
 
-    def _port_io(self, run: mmap.mmap) -> Exit | None:
+    def _port_io(self, run: mmap.mmap, v: _X86Vcpu) -> Exit | None:
         """Serial output and the exit port; other ports read as all ones.  None: keep running."""
         io_exit = _IO.unpack(run, _RUN_EXIT)
         off, n = io_exit["data_offset"], io_exit["size"] * io_exit["count"]
@@ -580,29 +614,29 @@ class KvmX86Backend(host.VmLifecycle):
             return None
         port = io_exit["port"]
         if port == COM1_DATA and self._console is not None:
-            self._console(bytes(run[off : off + n]))
+            with self._console_lock:
+                self._console(bytes(run[off : off + n]))
         elif port == EXIT_PORT:
             status = int.from_bytes(run[off : off + io_exit["size"]], "little")
-            self._complete_pending_io()
+            self._complete_pending_io(v)
             return Exit(ExitReason.SHUTDOWN, status=status, detail=f"guest wrote {status:#x} to port {EXIT_PORT:#x}")
-        if self._control & GUESTDBG_SINGLESTEP:
-            return self._finish_step_after_output()
+        if v.control & GUESTDBG_SINGLESTEP:
+            return self._finish_step_after_output(v)
         return None
 
-    def _finish_step_after_output(self) -> Exit:
+    def _finish_step_after_output(self, v: _X86Vcpu) -> Exit:
         """Single-stepping an output instruction (out, MMIO store) that exited to us.  KVM completes it on
         the next KVM_RUN and then reports the step; some hosts (PVM) complete it and run on, losing the
         step.  Completing it here with immediate_exit tells the two apart: a DEBUG exit is KVM's own
         report, EINTR means the step was lost, and the backend reports it as KVM would (DR6.BS, pc = the
         next instruction; DR7 as KVM loads it: the USE_HW_BP debugreg[7], else the guest's reset 0x400)."""
-        run = self._run
-        assert run is not None
+        run = v.run
         run[_RUN_IMMEDIATE_EXIT] = 1
         try:
-            _kvm_run(self._vcpu)
+            _kvm_run(v.fd)
         except InterruptedError:
-            rip = self._get("regs")["rip"]
-            dr7 = self._dbg.debugreg[7] if self._control & GUESTDBG_USE_HW else DR7_RESET
+            rip = self._get("regs", v)["rip"]
+            dr7 = v.dbg.debugreg[7] if v.control & GUESTDBG_USE_HW else DR7_RESET
             return Exit(
                 ExitReason.DEBUG,
                 exception=X86_DB_VECTOR,
@@ -617,38 +651,37 @@ class KvmX86Backend(host.VmLifecycle):
             run[_RUN_IMMEDIATE_EXIT] = 0
         reason = _U32.unpack_from(run, _RUN_EXIT_REASON)[0]
         if reason == uapi.KVM_EXIT_DEBUG:
-            return self._debug_exit(run)
-        return self._fatal_exit(reason, run)
+            return self._debug_exit(run, v)
+        return self._fatal_exit(reason, run, v)
 
-    def _debug_exit(self, run: bytearray | memoryview | mmap.mmap) -> Exit:
+    def _debug_exit(self, run: bytearray | memoryview | mmap.mmap, v: _X86Vcpu) -> Exit:
         """KVM_EXIT_DEBUG as an Exit.  Some hosts (PVM) never write dr7 on #DB exits, leaving stale bytes of an
         earlier exit in the union: DR7 without its reserved-1 bit 10 is replaced by the DR7 we pushed."""
         d = _DEBUG_EXIT.unpack(run, _RUN_EXIT)
         dr7 = d["dr7"]
         if not dr7 & 0x400 or dr7 >> 32:
-            dr7 = self._dbg.debugreg[7] if self._control & GUESTDBG_USE_HW else DR7_RESET
+            dr7 = v.dbg.debugreg[7] if v.control & GUESTDBG_USE_HW else DR7_RESET
         return Exit(ExitReason.DEBUG, exception=d["exception"], pc=d["pc"], dr6=d["dr6"], dr7=dr7)
 
-    def _complete_pending_io(self) -> None:
+    def _complete_pending_io(self, v: _X86Vcpu) -> None:
         """KVM finishes an exited I/O instruction (RIP past it) only on the next KVM_RUN: do that now with
         immediate_exit, so the registers gdb reads after this stop are final (kvm-hw-debug pitfall 3)."""
-        assert self._run is not None
-        self._run[_RUN_IMMEDIATE_EXIT] = 1
+        v.run[_RUN_IMMEDIATE_EXIT] = 1
         try:
-            _kvm_run(self._vcpu)
+            _kvm_run(v.fd)
         except InterruptedError:
             pass
         except OSError as e:
             raise BackendError(f"KVM_RUN (completing I/O): {os.strerror(e.errno) if e.errno else e}") from None
 
-    def _fatal_exit(self, reason: int, run: mmap.mmap) -> Exit:
-        rip = self._get("regs")["rip"]
+    def _fatal_exit(self, reason: int, run: mmap.mmap, v: _X86Vcpu) -> Exit:
+        rip = self._get("regs", v)["rip"]
         if reason == uapi.KVM_EXIT_INTERNAL_ERROR:
             internal = _INTERNAL.unpack(run, _RUN_EXIT)
             if internal["suberror"] == uapi.KVM_INTERNAL_ERROR_EMULATION:
                 insn = self._emulation_failure_insn(run)
                 if insn[:1] == b"\xcc":
-                    if self._control & GUESTDBG_USE_SW_BP:
+                    if v.control & GUESTDBG_USE_SW_BP:
                         return Exit(
                             ExitReason.DEBUG,
                             exception=X86_BP_VECTOR,
