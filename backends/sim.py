@@ -10,6 +10,15 @@ at the next instruction, and a resumed breakpoint or watchpoint re-hits at once
 Speed: Python runs only on events.  A breakpoint is a unicorn code hook on its
 own address; a watchpoint is a memory hook ranged to its bytes (plus a small
 margin, so that every access of a multi-access instruction can be undone).
+
+Several vCPUs (``cpus``, 1..8): one unicorn instance per vCPU (_Core: registers,
+hooks, page protections, guest-debug state, exits), all mapping the same host
+memory as guest RAM.  vCPU 0 starts at the image entry, the others powered off
+until the guest calls PSCI CPU_ON (KVM's in-kernel PSCI 0.2 through `hvc #0` or
+`smc #0`; MPIDR_EL1.Aff0 is the vCPU index).  run() is called from one thread
+per vCPU; the vCPUs inside run() take turns of SMP_QUANTUM counted instructions
+in a deterministic round-robin (_Scheduler), so one instance runs at a time.
+With one vCPU there are no turns and no instruction counting, as before.
 """
 
 from __future__ import annotations
@@ -109,8 +118,34 @@ _EXCP_BKPT = 7
 _EXCP_HVC = 11
 _EXCP_SMC = 13
 
+# PSCI 0.2 function ids (SMC32 0x84..., SMC64 0xC4...) and return codes
+_PSCI_BASE32 = 0x8400_0000
+_PSCI_BASE64 = 0xC400_0000
+PSCI_VERSION = 0x8400_0000
+PSCI_CPU_SUSPEND = 0x8400_0001
+PSCI_CPU_SUSPEND_64 = 0xC400_0001
+PSCI_CPU_OFF = 0x8400_0002
+PSCI_CPU_ON = 0x8400_0003
+PSCI_CPU_ON_64 = 0xC400_0003
+PSCI_AFFINITY_INFO = 0x8400_0004
+PSCI_AFFINITY_INFO_64 = 0xC400_0004
+PSCI_MIGRATE_INFO_TYPE = 0x8400_0006
 PSCI_SYSTEM_OFF = 0x8400_0008
 PSCI_SYSTEM_RESET = 0x8400_0009
+PSCI_RET_SUCCESS = 0
+PSCI_RET_NOT_SUPPORTED = -1
+PSCI_RET_INVALID_PARAMS = -2
+PSCI_RET_ALREADY_ON = -4
+_MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF  # Aff3, Aff2, Aff1, Aff0
+_MPIDR_EL1 = (3, 0, 0, 0, 5)  # (op0, op1, CRn, CRm, op2)
+_MASK32 = (1 << 32) - 1
+_MASK64 = (1 << 64) - 1
+MAX_CPUS = 8
+# Several vCPUs take turns on the host CPU: a turn is one emu_start of at most SMP_QUANTUM instructions
+# (unicorn counts them: ~4x slower than uncounted), and after a vCPU enters or leaves run() the others wait up
+# to SMP_GATHER seconds for every powered-on vCPU to be inside run() (see _Scheduler).
+SMP_QUANTUM = 10_000
+SMP_GATHER = 0.05
 
 SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
 
@@ -284,38 +319,27 @@ def _page_runs(pages: Iterable[int]) -> list[tuple[int, int]]:
     return [(start, size) for start, size in runs]
 
 
-class SimBackend:
-    """One vCPU on unicorn, with the KVM guest-debug interface of backends.api."""
+class _Core:
+    """One vCPU: its own unicorn instance (registers, hooks, page protections, translated code) on the
+    machine's shared RAM, its own guest-debug state (host's and guest's) and its own exits.  Everything
+    here runs on the vCPU's thread, and with several vCPUs only in its turn (_Scheduler)."""
 
-    def __init__(
-        self,
-        image: Image | None = None,
-        *,
-        ram_base: int = RAM_BASE,
-        ram_size: int = 128 << 20,
-        brps: int = 6,
-        wrps: int = 4,
-        far_policy: FarPolicy = FarPolicy.WATCHED,
-        console: ConsoleSink | None = None,
-        guest_debug_flags: int = GUESTDBG_VALID_MASK,
-    ) -> None:
-        if not 2 <= brps <= MAX_DBG_REGS or not 2 <= wrps <= MAX_DBG_REGS:
-            raise BackendError("BRP and WRP counts must be 2..16")
-        if ram_size <= 0 or ram_size % 0x1000:
-            raise BackendError("RAM size must be a positive multiple of 4 KiB")
-        self.ram_base, self.ram_size = ram_base, ram_size
-        self.brps, self.wrps = brps, wrps
-        self.far_policy = far_policy
-        if guest_debug_flags & ~GUESTDBG_VALID_MASK or not guest_debug_flags & GUESTDBG_ENABLE:
-            raise BackendError(f"guest-debug control mask {guest_debug_flags:#x}: ENABLE and a subset of 0x30003")
-        self.guest_debug_flags = guest_debug_flags  # KVM_CAP_SET_GUEST_DEBUG2's answer (KVM_GUESTDBG_VALID_MASK)
-        self._console = console
+    def __init__(self, vm: SimBackend, index: int, host: int) -> None:
+        self._vm = vm
+        self.index = index
+        # KVM's reset_mpidr(): Aff0 = vcpu_id[3:0], Aff1 = vcpu_id[11:4], Aff2 = vcpu_id[19:12]; bit 31 RES1
+        self.mpidr = 1 << 31 | (index & 0xF) | ((index >> 4) & 0xFF) << 8 | ((index >> 12) & 0xFF) << 16
+        self.on = index == 0  # vCPU 0 starts at the image entry, the others powered off (KVM_ARM_VCPU_POWER_OFF)
+        self._off_request = False  # the guest called PSCI CPU_OFF: power off once emu_start returns
+        self._code_stale = False  # another vCPU invalidated the instruction caches (IC): drop translated code
+        self._sched: _Scheduler | None = None  # set by SimBackend with several vCPUs
+        self.ram_base, self.ram_size = vm.ram_base, vm.ram_size
+        self.brps, self.wrps = vm.brps, vm.wrps
+        ram_base, ram_size = vm.ram_base, vm.ram_size
         self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
-        # RAM is host memory we own (reads need no copy through unicorn), mapped in 2 MiB pieces: unicorn
-        # splits a region to protect one page of it, and a split of the whole RAM costs ~100 ms.
-        self._ram = mmap.mmap(-1, ram_size)
-        self._ram_view = memoryview(self._ram)
-        host = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
+        # RAM is host memory the machine owns (reads need no copy through unicorn), mapped in 2 MiB pieces:
+        # unicorn splits a region to protect one page of it, and a split of the whole RAM costs ~100 ms.
+        # Every vCPU maps the same host memory: its own mapping carries its own watchpoint protections.
         for off in range(0, ram_size, _RAM_CHUNK):
             self._uc.mem_map_ptr(ram_base + off, min(_RAM_CHUNK, ram_size - off), UC_PROT_ALL, host + off)
         self._uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
@@ -324,8 +348,7 @@ class SimBackend:
         # debug registers live in self._guest, as KVM traps them to vcpu_debug_state
         self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, 1, 0, A.UC_ARM64_INS_MRS)
         self._uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, 1, 0, A.UC_ARM64_INS_MSR)
-        # the context-aware breakpoints are the highest-numbered CTX_CMPs + 1 (ID_AA64DFR0_EL1)
-        self._guest = GuestDebugState(ctx_first=brps - 1 - ((self.id_aa64dfr0() >> 28) & 0xF))
+        self._guest = self._new_guest_state()
         self._guest_bps: dict[int, list[int]] = {}  # address -> the guest's own BRPs on it (while it owns them)
         self._guest_exc: tuple[int, int | None] | None = None  # (esr, far): a debug exception for the guest
         self._exceptions = 0  # exception entries made so far (the guest's single-step watches it)
@@ -352,69 +375,40 @@ class SimBackend:
         self._false_hits: dict[int, int] = {}
         self._rearm = False
         self._uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_protection)
-        self._lock = threading.Lock()
+        self._lock = vm._cv  # the machine's one lock: guards _kicked/_running and the scheduler's state
         self._running = False
         self._kicked = False
         self._retry = threading.Event()
         self._retrier: threading.Thread | None = None
-        self._uart_line = bytearray()
-        if image is not None:
-            self.load(image)
-
-    # ---- set-up -------------------------------------------------------------------------------
-    def load(self, image: Image) -> None:
-        for seg in image.segments:
-            if seg.addr < self.ram_base or seg.addr + seg.memsize > self.ram_base + self.ram_size:
-                raise BackendError(
-                    f"segment at {seg.addr:#x}+{seg.memsize:#x} lies outside guest RAM "
-                    f"{self.ram_base:#x}+{self.ram_size:#x}"
-                )
-        for seg in image.segments:
-            self._uc.mem_write(seg.addr, seg.data + bytes(seg.memsize - len(seg.data)))
-        self._uc.reg_write(A.UC_ARM64_REG_PC, image.entry)
         self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
+        self._reset_context = self._uc.context_save()  # what CPU_ON starts from (kvm_reset_vcpu)
 
-    def capabilities(self) -> Capabilities:
-        dfr0 = self.id_aa64dfr0()  # KVM_CAP_GUEST_DEBUG_HW_BPS/WPS: the ID register's fields + 1
-        return Capabilities(
-            arch="aarch64",
-            hw_breakpoints=((dfr0 >> 12) & 0xF) + 1,
-            hw_watchpoints=((dfr0 >> 20) & 0xF) + 1,
-            guest_debug_flags=self.guest_debug_flags,
-            debug_id=dfr0,
-            far_policy=self.far_policy.value,
-            notes=(
-                "simulated core (unicorn): the debugger's breakpoints BT=0000 unlinked address match, "
-                "watchpoints WT=0 (linked types are accepted and never fire); the guest's own also "
-                "linked (BT=0001 to the context-aware BRPs, the highest CTX_CMPs+1), OS lock, software step",
-                "configurable: BRP/WRP counts (so ID_AA64DFR0_EL1), FAR policy, guest-debug control mask",
-            ),
-        )
+    def _new_guest_state(self) -> GuestDebugState:
+        # the context-aware breakpoints are the highest-numbered CTX_CMPs + 1 (ID_AA64DFR0_EL1)
+        return GuestDebugState(ctx_first=self.brps - 1 - ((self._vm.id_aa64dfr0() >> 28) & 0xF))
 
-    def id_aa64dfr0(self) -> int:
-        """ID_AA64DFR0_EL1 as the guest would read it: DebugVer 8.2, BRPs/WRPs fields hold count-1."""
-        return 0x8 | (self.brps - 1) << 12 | (self.wrps - 1) << 20 | 1 << 28
+    def power_on(self, entry: int, context_id: int) -> None:
+        """PSCI CPU_ON on this (powered-off, not running) vCPU: a reset vCPU at ``entry`` in EL1h with DAIF
+        masked and the MMU off, x0 = the context id.  The debugger's guest-debug state survives (KVM keeps
+        vcpu->guest_debug), the guest's own debug registers are reset like its other system registers."""
+        uc = self._uc
+        uc.context_restore(self._reset_context)
+        uc.reg_write(A.UC_ARM64_REG_PC, entry)
+        uc.reg_write(A.UC_ARM64_REG_X0, context_id)
+        if self._control == 0:
+            self._hooks_dirty = True  # unload the guest's own points: its debug registers are reset below
+        self._guest = self._new_guest_state()
+        self._guest_exc = None
+        self._last_was_step = False
+        # other vCPUs may have written code this one translated before it powered off: drop it all
+        uc.ctl_flush_tb()
+        uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.on = True
 
-    # ---- memory and registers ------------------------------------------------------------------
-    def _check_range(self, addr: int, size: int) -> None:
-        if size < 0 or addr < self.ram_base or addr + size > self.ram_base + self.ram_size:
-            raise GuestMemoryError(f"{addr:#x}+{size:#x} is outside guest memory")
-
-    def read_memory(self, addr: int, size: int) -> bytes:
-        self._check_range(addr, size)
-        off = addr - self.ram_base
-        return bytes(self._ram_view[off : off + size])
-
-    def write_memory(self, addr: int, data: bytes) -> None:
-        self._check_range(addr, len(data))
-        self._uc.mem_write(addr, bytes(data))
-        if data:  # unicorn keeps translated code: drop any block built from the old bytes
-            self._uc.ctl_remove_cache(addr, addr + len(data))
-
-    def get_regs(self, vcpu: int = 0) -> dict[str, int]:
+    def get_regs(self) -> dict[str, int]:
         return dict(zip(_REG_NAMES, self._regfile.read(), strict=True))
 
-    def get_reg(self, name: str, vcpu: int = 0) -> int:
+    def get_reg(self, name: str) -> int:
         reg = _REGS.get(name)
         if reg is None:
             if name in _EXTRA_REGS:
@@ -423,7 +417,7 @@ class SimBackend:
         value: int = self._uc.reg_read(reg)
         return value
 
-    def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
+    def set_regs(self, regs: dict[str, int]) -> None:
         for name, value in regs.items():
             if name not in _REGS and name not in _EXTRA_REGS:
                 raise BackendError(f"unknown register {name}")
@@ -516,8 +510,11 @@ class SimBackend:
         """MRS/MSR: the debug registers are emulated against the guest's own copy (1 = skip the
         instruction: done here); ID_AA64DFR0_EL1 reads as the configured core.  Others run natively."""
         key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        if is_read and key == _MPIDR_EL1:  # VMPIDR_EL2: read without a trap
+            uc.reg_write(reg, self.mpidr)
+            return 1
         if is_read and key == ID_AA64DFR0_EL1:
-            uc.reg_write(reg, self.id_aa64dfr0())
+            uc.reg_write(reg, self._vm.id_aa64dfr0())
             self._emulated = True  # KVM traps the ID registers (HCR_EL2.TID3)
             return 1
         if not self._guest.handles(key):
@@ -534,12 +531,19 @@ class SimBackend:
             uc.emu_stop()  # back to the run loop: new hooks, or single-stepping starts or ends
         return 1
 
+    def _on_sys(self, uc: Uc, reg: int, cp: Any, _ud: object) -> int:
+        """SYS instructions, hooked with several vCPUs only: an instruction-cache invalidation (IC IVAU,
+        IALLU, IALLUIS) makes every other vCPU drop its translated code before its next turn, which is what
+        the architecture asks of code written for another CPU (unicorn sees only its own instance's stores
+        to code).  Every SYS still runs natively (0)."""
+        if cp.op0 == 1 and cp.crn == 7 and (cp.op1, cp.crm, cp.op2) in ((3, 5, 1), (0, 5, 0), (0, 1, 0)):
+            for core in self._vm._cores:
+                if core is not self:
+                    core._code_stale = True
+        return 0
+
     # ---- guest debug ---------------------------------------------------------------------------
-    def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
-        if regs is not None and not isinstance(regs, DebugRegs):
-            raise BackendError("an arm64 core takes arm64 debug registers (DebugRegs)")
-        if control & ~self.guest_debug_flags:
-            raise BackendError(f"invalid guest-debug control bits {control & ~self.guest_debug_flags:#x} (EINVAL)")
+    def set_guest_debug(self, control: int, regs: DebugRegs | None) -> None:
         if not control & GUESTDBG_ENABLE:
             control = 0
         hw_before = self._control & GUESTDBG_USE_HW
@@ -686,9 +690,10 @@ class SimBackend:
                     el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
                 if not (w.el1 if el else w.el0):
                     continue
-                if self.far_policy is FarPolicy.WATCHED:
+                policy = self._vm.far_policy
+                if policy is FarPolicy.WATCHED:
                     far = max(addr, w.start)
-                elif self.far_policy is FarPolicy.LOWEST:
+                elif policy is FarPolicy.LOWEST:
                     far = self._journal_low
                 else:
                     far = self._journal_low & ~0xF
@@ -699,9 +704,10 @@ class SimBackend:
         return False
 
     def _far_of(self, addr: int, w: _Watch) -> int:
-        if self.far_policy is FarPolicy.WATCHED:
+        policy = self._vm.far_policy
+        if policy is FarPolicy.WATCHED:
             return max(addr, w.start)
-        return self._journal_low if self.far_policy is FarPolicy.LOWEST else self._journal_low & ~0xF
+        return self._journal_low if policy is FarPolicy.LOWEST else self._journal_low & ~0xF
 
     def _on_access(self, uc: Uc, access: int, addr: int, size: int, value: int, _ud: object) -> None:
         """Ranged memory hook (hot pages): called before the access, which lands anyway: undone later."""
@@ -743,14 +749,10 @@ class SimBackend:
                 self._stop(Exit(ExitReason.DEBUG, esr=esr, far=self._far))
             elif not self._take_exception(esr, pc):
                 self._stop(Exit(ExitReason.FAULT, signal=SIGTRAP, detail=f"BRK at {pc:#x} with no vectors"))
-        elif intno in (_EXCP_HVC, _EXCP_SMC) and uc.reg_read(A.UC_ARM64_REG_X0) in (
-            PSCI_SYSTEM_OFF,
-            PSCI_SYSTEM_RESET,
-        ):
-            self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
-        elif intno == _EXCP_UDEF and self._is_psci_off(pc):
-            uc.reg_write(A.UC_ARM64_REG_PC, pc + 4)  # the HVC completed (KVM's PSCI): PC after it
-            self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
+        elif intno in (_EXCP_HVC, _EXCP_SMC) and self._psci(uc, pc):  # pc: already after the call
+            pass
+        elif intno == _EXCP_UDEF and self._is_hvc0(pc) and self._psci(uc, pc + 4):
+            pass
         elif intno == _EXCP_UDEF:
             if not self._take_exception(_IL, pc):  # EC 0x00: unknown reason; ELR = the instruction
                 self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"undefined instruction at {pc:#x}"))
@@ -765,13 +767,44 @@ class SimBackend:
             if not self._take_exception(_IL, pc - 4):
                 self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"{name} at {pc - 4:#x} with no vectors"))
 
-    def _is_psci_off(self, pc: int) -> bool:
-        """`hvc #0` (undefined to unicorn, whose core has no EL2) calling PSCI SYSTEM_OFF/RESET."""
+    def _is_hvc0(self, pc: int) -> bool:
+        """`hvc #0`: undefined to unicorn, whose core has no EL2."""
         try:
-            insn = int.from_bytes(self._uc.mem_read(pc, 4), "little")
+            return int.from_bytes(self._uc.mem_read(pc, 4), "little") == 0xD4000002
         except UcError:
             return False
-        return insn == 0xD4000002 and self._uc.reg_read(A.UC_ARM64_REG_X0) in (PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET)
+
+    def _psci(self, uc: Any, next_pc: int) -> bool:
+        """KVM's in-kernel PSCI 0.2 for a call with a PSCI function id in w0: the result in x0, PC after the
+        call.  False (nothing done) for other ids: the HVC/SMC stays UNDEFINED, as without EL2/EL3."""
+        fn = uc.reg_read(A.UC_ARM64_REG_X0) & _MASK32
+        if fn & ~0x1F not in (_PSCI_BASE32, _PSCI_BASE64):
+            return False
+        uc.reg_write(A.UC_ARM64_REG_PC, next_pc)
+        if fn in (PSCI_SYSTEM_OFF, PSCI_SYSTEM_RESET):
+            self._vm._system_off(self)
+            self._stop(Exit(ExitReason.SHUTDOWN, status=0, detail="PSCI SYSTEM_OFF"))
+            return True
+        if fn == PSCI_CPU_OFF:
+            self._off_request = True  # the run loop powers this vCPU off once emu_start returns
+            uc.emu_stop()
+            return True
+        mask = _MASK32 if fn < _PSCI_BASE64 else _MASK64  # SMC32 calls take 32-bit arguments
+        x1, x2, x3 = (uc.reg_read(r) & mask for r in (A.UC_ARM64_REG_X1, A.UC_ARM64_REG_X2, A.UC_ARM64_REG_X3))
+        if fn == PSCI_VERSION:
+            ret = 2  # 0.2
+        elif fn in (PSCI_CPU_ON, PSCI_CPU_ON_64):
+            ret = self._vm._cpu_on(x1, x2, x3)
+        elif fn in (PSCI_AFFINITY_INFO, PSCI_AFFINITY_INFO_64):
+            ret = self._vm._affinity_info(x1, x2)
+        elif fn in (PSCI_CPU_SUSPEND, PSCI_CPU_SUSPEND_64):
+            ret = PSCI_RET_SUCCESS  # KVM: a WFI (which returns at once here: no interrupts to wait for)
+        elif fn == PSCI_MIGRATE_INFO_TYPE:
+            ret = 2  # no Trusted OS
+        else:
+            ret = PSCI_RET_NOT_SUPPORTED
+        uc.reg_write(A.UC_ARM64_REG_X0, ret & _MASK64)
+        return True
 
     def _uart_read(self, uc: Uc, offset: int, size: int, _ud: object) -> int:
         self._emulated = True
@@ -779,27 +812,43 @@ class SimBackend:
 
     def _uart_write(self, uc: Uc, offset: int, size: int, value: int, _ud: object) -> None:
         self._emulated = True
-        if offset == 0 and self._console is not None:
-            self._console(bytes([value & 0xFF]))
+        console = self._vm._console
+        if offset == 0 and console is not None:
+            console(bytes([value & 0xFF]))
 
     # ---- run -----------------------------------------------------------------------------------
-    def run(self, vcpu: int = 0) -> Exit:
+    def run(self) -> Exit:
+        sched = self._sched
         with self._lock:
             if self._kicked:
                 self._kicked = False
                 return Exit(ExitReason.INTERRUPTED, far=self._far)
             self._running = True
+            if sched is not None:
+                sched.enter(self.index)
         try:
             return self._run_once()
         finally:
             with self._lock:
                 self._running = False
                 self._kicked = False  # the stop served the kick
+                if sched is not None:
+                    sched.leave(self.index)
 
     def _run_once(self) -> Exit:
         uc = self._uc
         step = bool(self._control & GUESTDBG_SINGLESTEP)
+        sched = self._sched
+        quantum = 0 if sched is None else sched.quantum  # one vCPU runs uncounted until an event
         while True:
+            if sched is not None:  # each pass of this loop is one turn
+                if not sched.take_turn(self.index):
+                    return Exit(ExitReason.INTERRUPTED, far=self._far)
+                if self._code_stale:
+                    self._code_stale = False
+                    uc.ctl_flush_tb()
+            elif not self.on:
+                return self._sleep()
             if self._hooks_dirty or self._rearm:
                 self._rearm = False
                 self._apply_hooks()
@@ -831,11 +880,16 @@ class SimBackend:
                 active, eret_ss = stepped
                 entries = self._exceptions
             try:
-                uc.emu_start(pc, _NEVER, count=1 if one else 0)
+                uc.emu_start(pc, _NEVER, count=1 if one else quantum)
             except UcError as e:
                 if self._pending is None and self._guest_exc is None:
                     return self._fault(e)
             ex = self._pending
+            if ex is None and self._off_request:  # PSCI CPU_OFF: sleep (next turn) until CPU_ON or a kick
+                self._off_request = False
+                with self._lock:
+                    self.on = False
+                continue
             if ex is None and self._guest_exc is not None:
                 failed = self._deliver_guest_exception()
                 if failed is not None:
@@ -858,9 +912,9 @@ class SimBackend:
                 if self._was_kicked():
                     return Exit(ExitReason.INTERRUPTED, far=self._far)
                 continue
-            if ex is None and self._rearm and not step:
+            if ex is None and (self._rearm or sched is not None) and not step:
                 if not self._was_kicked():
-                    continue  # stopped only to load new hooks (a busy page, the guest's own points)
+                    continue  # stopped only to load new hooks (a busy page, the guest's own points), or turn over
             break
         if ex is not None and ex.reason is ExitReason.DEBUG and ex.ec == EC_WATCHPT_LOW:
             self._undo_access()
@@ -876,6 +930,13 @@ class SimBackend:
     def _was_kicked(self) -> bool:
         with self._lock:
             return self._kicked
+
+    def _sleep(self) -> Exit:
+        """The only vCPU powered itself off (PSCI CPU_OFF): like KVM_RUN, sleep until a signal (a kick)."""
+        with self._lock:
+            while not self._kicked:
+                self._lock.wait()
+        return Exit(ExitReason.INTERRUPTED, far=self._far)
 
     def _guest_step_prologue(self, pc: int) -> tuple[bool, int | None] | Exit | None:
         """Software step of the guest's own (architecture 3.6): with PSTATE.SS = 0 (active-pending) the
@@ -929,11 +990,20 @@ class SimBackend:
             return Exit(ExitReason.FAULT, signal=SIGILL, far=self._far, detail=f"undefined instruction at {pc:#x}")
         return Exit(ExitReason.FAULT, signal=SIGBUS, far=self._far, detail=f"{e} at {pc:#x}")
 
-    def kick(self, vcpu: int = 0) -> None:
-        """Stop a running run() soon; emu_stop is retried until run() has seen it (closes the start race)."""
+    def kick(self) -> None:
+        """Stop a running run() soon; emu_stop is retried until run() has seen it (closes the start race).
+
+        With several vCPUs the kick takes effect at the end of the vCPU's turn (at most a quantum away),
+        never through emu_stop: unicorn may honour an asynchronous stop inside a store and leave PC at the
+        store it already made, which would make the store happen twice around the other vCPUs' turns."""
+        sched = self._sched
         with self._lock:
             self._kicked = True
             running = self._running
+            if sched is not None:
+                sched.kicked(self.index)
+                return
+            self._lock.notify_all()  # the vCPU sleeping after CPU_OFF
         if running:
             self._uc.emu_stop()
             if self._retrier is None:  # one long-lived thread: starting one per kick costs ~0.1 ms
@@ -953,8 +1023,275 @@ class SimBackend:
                         break
                 self._uc.emu_stop()
 
+
+class _Scheduler:
+    """Several vCPUs share the host CPU by turns: a deterministic round-robin (state guarded by the machine's
+    lock, which the caller holds except in take_turn).
+
+    A turn is one pass of a vCPU's run loop: one emu_start of at most ``quantum`` instructions (one while
+    single-stepping), or less when a hook stops it.  The next turn goes to the first vCPU after the last
+    turn's, in index order, that is powered on, inside run() and not kicked: only it executes, so the guest
+    sees sequentially consistent memory and every unicorn instance runs only in its turn.
+
+    Turns are handed out only while every powered-on vCPU is inside run(), or once no vCPU entered or left
+    run() for ``gather`` seconds (a vCPU the debugger single-steps does not wait).  When one vCPU exits (a
+    breakpoint, a fault), the others thus stop at the end of their last turn until the VMM kicks them
+    (all-stop: a state independent of when the kicks land) or goes on without it; and when a VMM resumes
+    every vCPU, the schedule does not depend on the order in which its threads enter run()."""
+
+    def __init__(self, cores: list[_Core], lock: threading.Lock, quantum: int, gather: float) -> None:
+        self.cores = cores
+        self.quantum = quantum
+        self.gather = gather
+        self._lock = lock
+        self._turns = [threading.Condition(lock) for _ in cores]  # one waiting thread each
+        self._inside = [False] * len(cores)
+        self._owner: int | None = None  # the vCPU whose turn it is (executing, or between two of its turns)
+        self._last = len(cores) - 1  # the vCPU of the last turn: vCPU 0 goes first
+        self._changed = time.monotonic()  # when a vCPU last entered or left run()
+
+    def enter(self, k: int) -> None:
+        self._inside[k] = True
+        self._changed = time.monotonic()
+        self._dispatch()
+
+    def leave(self, k: int) -> None:
+        self._inside[k] = False
+        self._changed = time.monotonic()
+        if self._owner == k:
+            self._owner, self._last = None, k
+        self._dispatch()
+
+    def kicked(self, k: int) -> None:
+        """vCPU k was kicked: wake it if it waits for its turn (its turn, if it has one, ends as usual)."""
+        self._turns[k].notify()
+
+    def take_turn(self, k: int) -> bool:
+        """End vCPU k's turn if it has one and wait for its next; False if it was kicked meanwhile."""
+        with self._lock:
+            if self._owner == k:
+                self._owner, self._last = None, k
+            core = self.cores[k]
+            while True:
+                if core._kicked:
+                    self._dispatch()
+                    return False
+                nxt, wait = self._next()
+                if nxt == k:
+                    self._owner = k
+                    return True
+                if nxt is not None:
+                    self._turns[nxt].notify()
+                self._turns[k].wait(wait)
+
+    def _next(self) -> tuple[int | None, float | None]:
+        """Whose turn it is now, or None and for how long (None: until something changes) to wait."""
+        if self._owner is not None:
+            return None, None
+        cores, inside, n = self.cores, self._inside, len(self.cores)
+        order = ((self._last + i) % n for i in range(1, n + 1))  # the last turn's vCPU comes last
+        ready = [j for j in order if inside[j] and cores[j].on and not cores[j]._kicked]
+        if not ready:
+            return None, None
+        if any(c.on and not inside[j] for j, c in enumerate(cores)):  # gather: wait a little for it
+            wait = self._changed + self.gather - time.monotonic()
+            if wait > 0:
+                # ...but a vCPU the debugger single-steps goes at once: a step over a breakpoint, or with
+                # gdb's scheduler-locking, runs it alone (and its one instruction exits again)
+                for j in ready:
+                    if cores[j]._control & GUESTDBG_SINGLESTEP:
+                        return j, None
+                return None, wait
+        return ready[0], None
+
+    def _dispatch(self) -> None:
+        nxt, wait = self._next()
+        if nxt is not None:
+            self._turns[nxt].notify()
+        elif wait is not None:
+            for turn in self._turns:  # everyone waiting re-waits with the gathering's deadline
+                turn.notify()
+
+
+class SimBackend:
+    """An arm64 machine on unicorn: 1..8 vCPUs (one unicorn instance each) sharing one guest RAM, with the
+    KVM guest-debug interface of backends.api for each vCPU.
+
+    vCPU 0 starts at the image entry, the others powered off until the guest starts them with PSCI CPU_ON
+    (``hvc #0``/``smc #0``, KVM's in-kernel PSCI 0.2).  run() is called from one thread per vCPU, as KVM_RUN;
+    with several vCPUs they take deterministic turns (_Scheduler), a vCPU that is off sleeps in run() until
+    CPU_ON or a kick.  One vCPU runs as a single core always did: no turns, no instruction counting."""
+
+    def __init__(
+        self,
+        image: Image | None = None,
+        *,
+        ram_base: int = RAM_BASE,
+        ram_size: int = 128 << 20,
+        brps: int = 6,
+        wrps: int = 4,
+        far_policy: FarPolicy = FarPolicy.WATCHED,
+        console: ConsoleSink | None = None,
+        guest_debug_flags: int = GUESTDBG_VALID_MASK,
+        cpus: int = 1,
+    ) -> None:
+        if not 2 <= brps <= MAX_DBG_REGS or not 2 <= wrps <= MAX_DBG_REGS:
+            raise BackendError("BRP and WRP counts must be 2..16")
+        if ram_size <= 0 or ram_size % 0x1000:
+            raise BackendError("RAM size must be a positive multiple of 4 KiB")
+        if not 1 <= cpus <= MAX_CPUS:
+            raise BackendError(f"vCPU count must be 1..{MAX_CPUS}")
+        self.ram_base, self.ram_size = ram_base, ram_size
+        self.brps, self.wrps = brps, wrps
+        self.far_policy = far_policy
+        if guest_debug_flags & ~GUESTDBG_VALID_MASK or not guest_debug_flags & GUESTDBG_ENABLE:
+            raise BackendError(f"guest-debug control mask {guest_debug_flags:#x}: ENABLE and a subset of 0x30003")
+        self.guest_debug_flags = guest_debug_flags  # KVM_CAP_SET_GUEST_DEBUG2's answer (KVM_GUESTDBG_VALID_MASK)
+        self._console = console
+        self._ram = mmap.mmap(-1, ram_size)
+        self._ram_view = memoryview(self._ram)
+        host = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        self._cores = [_Core(self, i, host) for i in range(cpus)]
+        self._sched = _Scheduler(self._cores, lock, SMP_QUANTUM, SMP_GATHER) if cpus > 1 else None
+        for core in self._cores:
+            core._sched = self._sched
+            if cpus > 1:  # one vCPU's own stores to code are seen by unicorn; another's need an IC
+                core._uc.hook_add(UC_HOOK_INSN, core._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
+        self._uart_line = bytearray()
+        if image is not None:
+            self.load(image)
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def load(self, image: Image) -> None:
+        for seg in image.segments:
+            if seg.addr < self.ram_base or seg.addr + seg.memsize > self.ram_base + self.ram_size:
+                raise BackendError(
+                    f"segment at {seg.addr:#x}+{seg.memsize:#x} lies outside guest RAM "
+                    f"{self.ram_base:#x}+{self.ram_size:#x}"
+                )
+        boot = self._cores[0]
+        for seg in image.segments:
+            data = seg.data + bytes(seg.memsize - len(seg.data))
+            boot._uc.mem_write(seg.addr, data)
+            for core in self._cores[1:]:
+                core._uc.ctl_remove_cache(seg.addr, seg.addr + len(data))
+        boot._uc.reg_write(A.UC_ARM64_REG_PC, image.entry)
+        boot._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
+
+    def capabilities(self) -> Capabilities:
+        dfr0 = self.id_aa64dfr0()  # KVM_CAP_GUEST_DEBUG_HW_BPS/WPS: the ID register's fields + 1
+        notes: tuple[str, ...] = (
+            "simulated core (unicorn): the debugger's breakpoints BT=0000 unlinked address match, "
+            "watchpoints WT=0 (linked types are accepted and never fire); the guest's own also "
+            "linked (BT=0001 to the context-aware BRPs, the highest CTX_CMPs+1), OS lock, software step",
+            "configurable: BRP/WRP counts (so ID_AA64DFR0_EL1), FAR policy, guest-debug control mask",
+        )
+        if len(self._cores) > 1:
+            notes += (
+                f"{len(self._cores)} vCPUs (PSCI 0.2 CPU_ON/CPU_OFF), run by turns of {SMP_QUANTUM} instructions "
+                "in a deterministic round-robin; code one vCPU writes reaches the others after an IC invalidate",
+            )
+        return Capabilities(
+            arch="aarch64",
+            hw_breakpoints=((dfr0 >> 12) & 0xF) + 1,
+            hw_watchpoints=((dfr0 >> 20) & 0xF) + 1,
+            guest_debug_flags=self.guest_debug_flags,
+            vcpus=len(self._cores),
+            debug_id=dfr0,
+            far_policy=self.far_policy.value,
+            notes=notes,
+        )
+
+    def id_aa64dfr0(self) -> int:
+        """ID_AA64DFR0_EL1 as the guest would read it: DebugVer 8.2, BRPs/WRPs fields hold count-1."""
+        return 0x8 | (self.brps - 1) << 12 | (self.wrps - 1) << 20 | 1 << 28
+
+    def _core(self, vcpu: int) -> _Core:
+        if not 0 <= vcpu < len(self._cores):
+            raise BackendError(f"no vCPU {vcpu}: the machine has {len(self._cores)}")
+        return self._cores[vcpu]
+
+    # ---- memory and registers ------------------------------------------------------------------
+    def _check_range(self, addr: int, size: int) -> None:
+        if size < 0 or addr < self.ram_base or addr + size > self.ram_base + self.ram_size:
+            raise GuestMemoryError(f"{addr:#x}+{size:#x} is outside guest memory")
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        self._check_range(addr, size)
+        off = addr - self.ram_base
+        return bytes(self._ram_view[off : off + size])
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        self._check_range(addr, len(data))
+        self._cores[0]._uc.mem_write(addr, bytes(data))
+        if data:  # unicorn keeps translated code: drop any block built from the old bytes, on every vCPU
+            for core in self._cores:
+                core._uc.ctl_remove_cache(addr, addr + len(data))
+
+    def get_regs(self, vcpu: int = 0) -> dict[str, int]:
+        return self._core(vcpu).get_regs()
+
+    def get_reg(self, name: str, vcpu: int = 0) -> int:
+        return self._core(vcpu).get_reg(name)
+
+    def set_regs(self, regs: dict[str, int], vcpu: int = 0) -> None:
+        self._core(vcpu).set_regs(regs)
+
+    # ---- guest debug ---------------------------------------------------------------------------
+    def set_guest_debug(self, control: int, regs: DebugRegs | X86DebugRegs | None = None, vcpu: int = 0) -> None:
+        """KVM_SET_GUEST_DEBUG on one vCPU: the others keep their own."""
+        core = self._core(vcpu)
+        if regs is not None and not isinstance(regs, DebugRegs):
+            raise BackendError("an arm64 core takes arm64 debug registers (DebugRegs)")
+        if control & ~self.guest_debug_flags:
+            raise BackendError(f"invalid guest-debug control bits {control & ~self.guest_debug_flags:#x} (EINVAL)")
+        core.set_guest_debug(control, regs)
+
+    # ---- PSCI (called by a vCPU's hook, in its turn) ---------------------------------------------
+    def _find_mpidr(self, mpidr: int) -> _Core | None:
+        for core in self._cores:
+            if core.mpidr & _MPIDR_HWID_BITMASK == mpidr:
+                return core
+        return None
+
+    def _cpu_on(self, mpidr: int, entry: int, context_id: int) -> int:
+        """PSCI CPU_ON as KVM's kvm_psci_vcpu_on: the target by MPIDR affinity, reset at ``entry``."""
+        target = None if mpidr & ~_MPIDR_HWID_BITMASK else self._find_mpidr(mpidr)
+        if target is None:
+            return PSCI_RET_INVALID_PARAMS
+        with self._cv:
+            if target.on:
+                return PSCI_RET_ALREADY_ON
+            target.power_on(entry, context_id)  # it is not executing: it is off
+        return PSCI_RET_SUCCESS
+
+    def _affinity_info(self, affinity: int, level: int) -> int:
+        """PSCI AFFINITY_INFO: 0 (ON) if any vCPU of the affinity instance is on, else 1 (OFF)."""
+        if level > 3:
+            return PSCI_RET_INVALID_PARAMS
+        mask = _MPIDR_HWID_BITMASK & ~((1 << (8 * level if level < 3 else 32)) - 1)
+        on = any(c.on and c.mpidr & mask == affinity & mask for c in self._cores)
+        return 0 if on else 1
+
+    def _system_off(self, caller: _Core) -> None:
+        """PSCI SYSTEM_OFF/RESET: the other vCPUs stop for good (KVM powers them off); the caller exits."""
+        with self._cv:
+            for core in self._cores:
+                if core is not caller:
+                    core.on = False
+
+    # ---- run -----------------------------------------------------------------------------------
+    def run(self, vcpu: int = 0) -> Exit:
+        return self._core(vcpu).run()
+
+    def kick(self, vcpu: int = 0) -> None:
+        self._core(vcpu).kick()
+
     def close(self) -> None:
         """Unmaps the guest; the backend is unusable afterwards."""
-        self._uc.mem_unmap(self.ram_base, self.ram_size)
+        for core in self._cores:
+            core._uc.mem_unmap(self.ram_base, self.ram_size)
         self._ram_view.release()
         self._ram.close()
