@@ -160,12 +160,16 @@ def new_slot_table(caps: Capabilities) -> SlotTable:
     return SlotTable(caps.hw_breakpoints, caps.hw_watchpoints)
 
 
+_STEPPED = Decoded(Event.STEP)  # (immutable: shared by every step, the hottest exit)
+_HW_BREAK = Decoded(Event.HWBREAK)
+
+
 def decode_exit(ex: Exit) -> Decoded:
     ec = ex.ec
     if ec == EC_SOFTSTP_LOW:
-        return Decoded(Event.STEP)
+        return _STEPPED
     if ec == EC_BREAKPT_LOW:
-        return Decoded(Event.HWBREAK)
+        return _HW_BREAK
     if ec == EC_WATCHPT_LOW:
         return Decoded(Event.WATCH, ex.far, bool(ex.esr & _WATCH_ISS_WNR))
     if ec in (EC_BRK64, EC_BKPT32):

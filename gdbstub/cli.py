@@ -55,6 +55,16 @@ def _count(text: str) -> int:
     return n
 
 
+def _cpus(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: from 1 to 8 vCPUs")
+    return n
+
+
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -91,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ram-size", type=_size, default=128 << 20, help="guest RAM at 0x40000000 (default 128M)")
     serve.add_argument("--brps", type=_count, default=6, help="simulated hardware breakpoints (2..16, default 6)")
     serve.add_argument("--wrps", type=_count, default=4, help="simulated hardware watchpoints (2..16, default 4)")
+    serve.add_argument(
+        "--cpus",
+        type=_cpus,
+        default=1,
+        help="vCPUs (1..8, default 1), each a gdb thread; vCPU 0 starts, the guest starts the others (PSCI CPU_ON)",
+    )
     serve.add_argument(
         "--far-policy",
         choices=["watched", "lowest", "lowest16"],
@@ -142,6 +158,7 @@ def serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int:
     from backends.api import Backend, BackendError
     from gdbstub import daemon
+    from gdbstub.machine import Machine
     from gdbstub.server import Server
     from gdbstub.target import Target
 
@@ -189,7 +206,7 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
         if args.backend == "kvm":
             from backends.kvm import open_backend
 
-            backend = open_backend(image, args.ram_size, console)
+            backend = open_backend(image, args.ram_size, console, cpus=args.cpus)
         else:
             from backends.sim import FarPolicy, SimBackend  # unicorn: only the simulated core needs it
 
@@ -201,10 +218,11 @@ def _serve(args: argparse.Namespace, old_mask: set[int | signal.Signals]) -> int
                 far_policy=FarPolicy(args.far_policy),
                 console=console,
                 guest_debug_flags=args.guestdbg_mask,
+                cpus=args.cpus,
             )
     except (BackendError, ImageError) as e:
         return _fail(str(e))
-    target = Target(backend)
+    target = Machine(backend) if backend.capabilities().vcpus > 1 else Target(backend)
     if args.record:
         args.record = os.path.abspath(args.record)  # a daemon works from /
     try:

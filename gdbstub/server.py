@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import struct
+import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -19,7 +23,7 @@ import trio
 from gdbstub.logfmt import kv
 from gdbstub.monitor import run_command
 from gdbstub.rsp import BadPacket, Connection, Interrupt, Oversized, Packet
-from gdbstub.session import E_INVAL, Detach, Kill, Resume, Session
+from gdbstub.session import E_INVAL, Detach, HexData, Kill, Resume, Session
 from gdbstub.target import StopEvent, StopKind, Target
 from gdbstub.transcript import ConnectionRecorder, Recorder
 
@@ -31,6 +35,17 @@ SHUTDOWN_QUIET = 0.25  # after the owed stop reply, gdb's burst of reads to show
 SHUTDOWN_MAX = 3.0  # ... and a client that keeps talking (or stops reading) cannot hold up the exit
 REFUSE_QUIET = 0.2  # a refused client silent this long after our last error packet is closed
 REFUSE_LINGER = 2.0  # ... and one that keeps talking is closed after this long anyway
+# While the guest is stopped gdb's next packet follows our reply within microseconds (stepping, memory
+# dumps, `info registers`): the reader waits up to FAST_WAIT for it in a blocking read on the socket
+# instead of through trio's scheduler, which costs more than the packet itself.  (A socket receive
+# timeout, not poll(): on virtual machines a poll timeout's high-resolution timer costs ~5 us each time.)
+# That blocks trio meanwhile, so the reader goes back to trio after FAST_SLICE seconds at most: new
+# clients, signals and shutdown wait no longer.
+FAST_WAIT = 0.001
+FAST_SLICE = 0.005
+# After a Ctrl-C the reader waits up to this long for the vCPU thread to stop and sends the stop reply
+# itself, sparing the hand-back through trio's scheduler (else the running task reports it as usual).
+INTERRUPT_WAIT = 0.005
 
 
 class Server:
@@ -126,11 +141,25 @@ class Server:
             self._start_free_run()
 
 
+class _Run:
+    """One `continue`: the guest runs on a worker thread until it stops."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()  # set on the worker thread once resume() returned
+        self.stop: StopEvent | None = None
+        self.reported = False
+
+
 class _Client:
     """One connection's loop.  Packets are handled as they arrive, in the reader task: a single step
     runs inline (it is bounded to one instruction), a continue runs on a worker thread while the reader
     keeps reading, so that Ctrl-C (0x03) reaches the vCPU.  Packets that arrive while the guest runs
-    wait until it stops (all-stop mode: gdb sends none but 0x03)."""
+    wait until it stops (all-stop mode: gdb sends none but 0x03).
+
+    Speed: while the guest is stopped, replies are written straight to the socket and the next packet
+    is read straight from it (FAST_WAIT, FAST_SLICE); trio's scheduler is the slow path, taken when the
+    client pauses, the guest runs, or after FAST_SLICE of direct traffic.  The socket is in blocking mode
+    only inside that direct path: whenever trio may touch it, it is non-blocking again."""
 
     def __init__(
         self,
@@ -150,11 +179,34 @@ class _Client:
         self.queued: deque[Packet | Oversized] = deque()
         self.send_lock = trio.Lock()
         self.stopped = trio.Event()
+        self.run: _Run | None = None  # the current or last `continue`
         self.closing = False  # server shutdown: packets are still answered, but nothing resumes the guest
         self.gone = False  # the client hung up: nothing queued may resume the guest any more
-        self.last_input = 0.0  # trio.current_time() of the client's last bytes
+        self.last_input = 0.0  # time.monotonic() of the client's last bytes
+        sock = getattr(stream, "socket", None)  # the trio socket, for the direct paths below
+        self.fd = sock.fileno() if sock is not None else -1  # -1 once serve() is over (the stream closes then)
+        self.blocking = False  # the socket is in blocking mode (with timeouts) for the direct path
+        if sock is not None:  # the timeouts apply only while blocking: trio never sees them
+            timeout = struct.pack("@ll", 0, int(FAST_WAIT * 1e6))  # struct timeval
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+            except OSError:
+                self.fd = -1  # no bounded blocking wait on this socket: everything goes through trio
+        self.last_yield = time.monotonic()  # when the reader last went through trio
 
     async def flush(self) -> None:
+        if not self.send_lock.locked():  # nothing in flight: write straight to the socket, no scheduling
+            out = self.conn.data_to_send()
+            if not out:
+                return
+            if self.rec is not None:
+                self.rec.server_output(out)
+            sent = self._send_now(out)
+            if sent < len(out):  # the socket buffer is full: the rest the trio way, in order
+                async with self.send_lock:
+                    await self.stream.send_all(out[sent:])
+            return
         async with self.send_lock:
             out = self.conn.data_to_send()
             if out:
@@ -162,15 +214,59 @@ class _Client:
                     self.rec.server_output(out)
                 await self.stream.send_all(out)
 
+    def _send_now(self, out: bytes) -> int:
+        """As much of OUT as the socket takes at once (or within FAST_WAIT, in blocking mode); the socket
+        is back in non-blocking mode, for trio, if that was not all of it."""
+        if self.fd < 0:
+            return 0
+        try:
+            sent = os.write(self.fd, out)
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            raise trio.BrokenResourceError(str(e)) from e
+        if sent < len(out):
+            self._set_blocking(False)
+        return sent
+
+    def _receive_now(self) -> bytes | None:
+        """The client's next bytes if they come within FAST_WAIT while the guest is stopped (b"" at EOF);
+        None to wait through trio (guest running, no socket, idle client, or trio's turn), with the socket
+        back in non-blocking mode."""
+        if self.fd < 0 or self.running or self.finished or time.monotonic() - self.last_yield > FAST_SLICE:
+            self._set_blocking(False)
+            return None
+        self._set_blocking(True)
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:  # nothing within FAST_WAIT
+            self._set_blocking(False)
+            return None
+
+    def _set_blocking(self, blocking: bool) -> None:
+        """Blocking (with the FAST_WAIT timeouts) for the direct path; non-blocking whenever trio may use it."""
+        if blocking != self.blocking and self.fd >= 0:
+            os.set_blocking(self.fd, blocking)
+            self.blocking = blocking
+
     async def serve(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.fd = -1  # the stream closes after this: its descriptor number may soon belong to another socket
+
+    async def _serve(self) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             try:
                 while not self.finished:
-                    data = await self.stream.receive_some(65536)
+                    data = self._receive_now()
+                    if data is None:
+                        data = await self.stream.receive_some(65536)
+                        self.last_yield = time.monotonic()
                     if not data:
                         break
-                    self.last_input = trio.current_time()
+                    self.last_input = time.monotonic()
                     if self.rec is not None:
                         self.rec.client_bytes(data)
                     for ev in self.conn.feed(data):
@@ -193,16 +289,19 @@ class _Client:
             return
         self.target.interrupt()
         await self.stopped.wait()
-        self.last_input = trio.current_time()
+        self.last_input = time.monotonic()
         with trio.move_on_after(SHUTDOWN_MAX), contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.flush()
-            while (quiet := trio.current_time() - self.last_input) < SHUTDOWN_QUIET and not self.finished:
+            while (quiet := time.monotonic() - self.last_input) < SHUTDOWN_QUIET and not self.finished:
                 await trio.sleep(SHUTDOWN_QUIET - quiet)
 
     def on_event(self, ev: Packet | Oversized | Interrupt | BadPacket) -> None:
         if isinstance(ev, Interrupt):
             if self.running:
                 self.target.interrupt()
+                run = self.run
+                if run is not None and run.done.wait(INTERRUPT_WAIT):  # the vCPU stops within microseconds
+                    self.finish_run(run)
         elif isinstance(ev, BadPacket):
             log.info(kv("bad_packet", reason=ev.reason))
             if not ev.reason.startswith(("checksum", "malformed checksum")) and not self.running:
@@ -220,25 +319,29 @@ class _Client:
         if isinstance(ev, Oversized):
             self.conn.send(E_INVAL)
             return
-        log.debug(kv("packet", data=ev.data[:200]))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(kv("packet", data=ev.data[:200]))
         reply = self.session.handle(ev.data)
         if isinstance(reply, Resume) and self.closing:
             self.conn.send(b"E.the gdbstub server is shutting down")
         elif isinstance(reply, Resume):
-            self.target.begin_resume()  # from here an interrupt counts, until resume() returns
-            if reply.step:
+            if reply.step and self.target.caps.vcpus == 1:
+                # one instruction, right here: no 0x03 can arrive meanwhile, no thread to hand over to
                 self.report(self.target.resume(True))
-            else:
+            else:  # a continue, or a step while other vCPUs may run: on a worker thread
+                self.target.begin_resume()  # from here an interrupt counts, until resume() returns
                 self.running = True
                 self.stopped = trio.Event()
-                self.nursery.start_soon(self.run_guest)
+                self.run = _Run()
+                self.nursery.start_soon(self.run_guest, self.run, reply.step)
         elif isinstance(reply, (Detach, Kill)):
             self.finished = True
         elif reply is not None:
-            self.conn.send(reply)
+            self.conn.send(reply, hex_data=isinstance(reply, HexData))
 
     def report(self, stop: StopEvent) -> None:
-        log.info(kv("stop", **_stop_fields(stop)))
+        if log.isEnabledFor(logging.INFO):
+            log.info(kv("stop", **_stop_fields(stop)))
         try:
             reply = self.session.stop_reply(stop)
         except Exception as e:  # reading the expedited registers failed: the stop without them
@@ -246,17 +349,29 @@ class _Client:
             reply = b"S%02x" % stop.signal
         self.conn.send(reply)
 
-    async def run_guest(self) -> None:
-        stop = await trio.to_thread.run_sync(self.target.resume, False)
-        self.running = False
-        self.stopped.set()
-        self.report(stop)
-        while self.queued and not self.running and not self.finished and not self.gone:
-            self.process(self.queued.popleft())
+    async def run_guest(self, run: _Run, step: bool = False) -> None:
+        def work() -> None:
+            run.stop = self.target.resume(step)
+            run.done.set()
+
+        await trio.to_thread.run_sync(work)
+        self.finish_run(run)
         try:
             await self.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+
+    def finish_run(self, run: _Run) -> None:
+        """The guest stopped: report it (once: the reader may have, after a Ctrl-C) and handle what gdb
+        sent meanwhile."""
+        if run.reported or run.stop is None:
+            return
+        run.reported = True
+        self.running = False
+        self.stopped.set()
+        self.report(run.stop)
+        while self.queued and not self.running and not self.finished and not self.gone:
+            self.process(self.queued.popleft())
 
 
 async def _refuse(stream: trio.SocketStream, why: bytes) -> None:

@@ -28,6 +28,15 @@ _HEX_DIGITS = re.compile(rb"[0-9a-fA-F]*")
 _G_DIGITS = re.compile(rb"[0-9a-fA-Fx]*")  # G may mark a register unchanged with 'xx'
 
 
+class HexData(bytes):
+    """A reply that is hex digits only (memory, registers): the server may run-length encode it."""
+
+
+# Memory reads at least this long go out run-length encoded (zero-filled memory shrinks ~30x; gdb
+# decodes it): what dumps read (PacketSize / 2 bytes at a time).  Smaller replies gain little from it.
+RLE_MIN_BYTES = 1024
+
+
 @dataclass(frozen=True)
 class Resume:
     step: bool
@@ -83,6 +92,11 @@ class Session:
         self.monitor = monitor
         self.gdb_features: set[bytes] = set()
         self.detached = False
+        self._g_cache: tuple[int, bytes] = (-1, b"")  # (target.regs_version, the `g` reply for it)
+        arch = target.arch
+        # per expedited register: its `NN:` prefix, name, byte size and mask, for stop replies
+        self._expedite = [(b"%x:" % num, arch.REGISTERS[num].name, arch.REGISTERS[num].bits // 8,
+                           (1 << arch.REGISTERS[num].bits) - 1) for num in arch.EXPEDITED]  # fmt: skip
 
     # ---- dispatch -------------------------------------------------------------------------------
     def handle(self, data: bytes) -> Reply:
@@ -116,6 +130,8 @@ class Session:
         caps = self.target.caps
         features = [b"PacketSize=%x" % self.conn.max_packet, b"QStartNoAckMode+", b"qXfer:features:read+",
                     b"vContSupported+"]  # fmt: skip
+        if caps.vcpus > 1:
+            features.append(b"qXfer:threads:read+")
         if caps.sw_breakpoints:
             features.append(b"swbreak+")
         if caps.hw_breakpoints:
@@ -132,13 +148,16 @@ class Session:
 
     def q_xfer(self, args: bytes) -> Reply:
         parts = args.split(b":")
-        if len(parts) != 5 or parts[1] != b"features" or parts[2] != b"read":
+        if len(parts) != 5 or parts[1] not in (b"features", b"threads") or parts[2] != b"read":
             return b""
-        if parts[3] != b"target.xml":
+        if parts[1] == b"threads" and parts[3] == b"":
+            doc = self._threads_xml()
+        elif parts[1] == b"features" and parts[3] == b"target.xml":
+            doc = self.target.arch.target_xml()
+        else:
             return b"E00"
         off_s, _, len_s = parts[4].partition(b",")
         offset, length = _hex(off_s), _hex(len_s)
-        doc = self.target.arch.target_xml()
         if offset > len(doc):
             return b"E00"
         length = min(length, self.conn.max_packet - 1)
@@ -151,23 +170,47 @@ class Session:
     def q_offsets(self, args: bytes) -> Reply:
         return b"Text=0;Data=0;Bss=0"
 
+    # ---- threads: gdb thread N is vCPU N - 1 ------------------------------------------------------
+    def _vcpu_of(self, tid: int) -> int | None:
+        """The vCPU a thread id names, None for "any"/"all" (0, -1); ValueError for no such thread."""
+        if tid in (0, -1):
+            return None
+        if not THREAD_ID <= tid < THREAD_ID + self.target.caps.vcpus:
+            raise ValueError(f"no thread {tid}")
+        return tid - THREAD_ID
+
+    def _threads_xml(self) -> bytes:
+        rows = [
+            b'<thread id="%x" core="%d" name="CPU#%d"/>' % (k + THREAD_ID, k, k) for k in range(self.target.caps.vcpus)
+        ]
+        return b'<?xml version="1.0"?>\n<threads>' + b"".join(rows) + b"</threads>"
+
     def q_f_thread_info(self, args: bytes) -> Reply:
-        return b"m%x" % THREAD_ID
+        return b"m" + b",".join(b"%x" % (k + THREAD_ID) for k in range(self.target.caps.vcpus))
 
     def q_s_thread_info(self, args: bytes) -> Reply:
         return b"l"
 
     def q_current_thread(self, args: bytes) -> Reply:
-        return b"QC%x" % THREAD_ID
+        return b"QC%x" % (self.target.vcpu + THREAD_ID)
+
+    def q_thread_extra_info(self, args: bytes) -> Reply:
+        vcpu = self._vcpu_of(_parse_thread(args.lstrip(b",")))
+        return (b"CPU#%d" % (vcpu or 0)).hex().encode()
 
     def set_thread(self, args: bytes) -> Reply:
         if args[:1] not in (b"g", b"c"):
             return E_INVAL
-        tid = _parse_thread(args[1:])
-        return b"OK" if tid in (-1, 0, THREAD_ID) else E_INVAL
+        vcpu = self._vcpu_of(_parse_thread(args[1:]))
+        if args[:1] == b"c":
+            self.target.cont_vcpu = vcpu
+        elif vcpu is not None and vcpu != self.target.vcpu:
+            self.target.vcpu = vcpu
+        return b"OK"
 
     def thread_alive(self, args: bytes) -> Reply:
-        return b"OK" if _parse_thread(args) in (0, THREAD_ID) else E_INVAL
+        self._vcpu_of(_parse_thread(args))
+        return b"OK"
 
     def q_rcmd(self, args: bytes) -> Reply:
         command = bytes.fromhex(args.lstrip(b",").decode()).decode(errors="replace").strip()
@@ -183,7 +226,11 @@ class Session:
 
     # ---- registers -----------------------------------------------------------------------------
     def read_all(self, args: bytes) -> Reply:
-        return self.target.arch.encode_g(self.target.read_registers()).encode()
+        version, reply = self._g_cache
+        if version != self.target.regs_version:  # unchanged since the last `g` (gdb flushed its cache)
+            reply = self.target.arch.encode_g(self.target.read_registers()).encode()
+            self._g_cache = (self.target.regs_version, reply)
+        return reply
 
     def write_all(self, args: bytes) -> Reply:
         self.target.write_registers(self.target.arch.decode_g(_hex_text(args, _G_DIGITS)))
@@ -215,8 +262,9 @@ class Session:
 
     def read_mem(self, args: bytes) -> Reply:
         addr, length = self._addr_len(args)
-        length = min(length, (self.conn.max_packet - 1) // 2)  # a short read is allowed; gdb asks again
-        return self.target.read_memory(addr, length).hex().encode()
+        length = min(length, self.conn.max_packet // 2)  # a short read is allowed; gdb asks again
+        data = self.target.read_memory(addr, length).hex().encode()
+        return HexData(data) if length >= RLE_MIN_BYTES else data
 
     def write_mem(self, args: bytes) -> Reply:
         head, sep, data = args.partition(b":")
@@ -309,18 +357,26 @@ class Session:
         return b"vCont;c;C;s;S"
 
     def v_cont(self, args: bytes) -> Reply:
+        """Each vCPU takes the first action naming it (or naming no thread); one without any stays stopped
+        (`set scheduler-locking step`: `vCont;s:2` steps vCPU 1 alone).  Threads that do not exist are
+        ignored, as gdb may name a thread that just went away."""
+        n = self.target.caps.vcpus
+        actions: dict[int, bytes] = {}
         for action in args.lstrip(b";").split(b";"):
             verb, _, tid = action.partition(b":")
-            if tid and _parse_thread(tid) not in (-1, 0, THREAD_ID):
-                continue
-            if verb[:1] in (b"c", b"C"):
-                return Resume(step=False)
-            if verb[:1] in (b"s", b"S"):
-                return Resume(step=True)
-            if verb[:1] == b"t":
-                return b"OK"  # already stopped
-            return E_INVAL
-        return E_INVAL
+            kind = verb[:1]
+            if kind not in (b"c", b"C", b"s", b"S", b"t"):
+                return E_INVAL
+            named = _parse_thread(tid) if tid else 0
+            vcpus = range(n) if named in (0, -1) else [named - THREAD_ID] if 0 <= named - THREAD_ID < n else []
+            for k in vcpus:
+                actions.setdefault(k, kind.lower())
+        run = frozenset(k for k, a in actions.items() if a != b"t")
+        if not run:
+            return b"OK" if actions else E_INVAL  # `t` only: already stopped
+        steps = sorted(k for k, a in actions.items() if a == b"s")
+        self.target.plan_resume(None if len(run) == n else run, steps[0] if steps else None)
+        return Resume(step=bool(steps))
 
     def detach(self, args: bytes) -> Reply:
         self.conn.send(b"OK")
@@ -345,11 +401,10 @@ class Session:
             parts.append(b"hwbreak:;")
         elif stop.kind is StopKind.SWBREAK and b"swbreak+" in self.gdb_features:
             parts.append(b"swbreak:;")
-        parts.append(b"thread:%x;" % THREAD_ID)
-        arch = self.target.arch
-        regs = self.target.read_registers()  # one batch beats four single reads
-        for num in arch.EXPEDITED:
-            parts.append(b"%x:%s;" % (num, arch.encode_reg(num, regs[arch.REGISTERS[num].name]).encode()))
+        parts.append(b"thread:%x;core:%x;" % (stop.vcpu + THREAD_ID, stop.vcpu))
+        read = self.target.read_register  # a few single reads cost less than all registers at once
+        for prefix, name, size, mask in self._expedite:
+            parts += (prefix, (read(name) & mask).to_bytes(size, "little").hex().encode(), b";")
         return b"".join(parts)
 
     TABLE: dict[bytes, Handler] = {
@@ -360,6 +415,7 @@ class Session:
         b"qAttached": q_attached,
         b"qOffsets": q_offsets,
         b"qfThreadInfo": q_f_thread_info,
+        b"qThreadExtraInfo": q_thread_extra_info,
         b"qsThreadInfo": q_s_thread_info,
         b"qC": q_current_thread,
         b"H": set_thread,

@@ -63,6 +63,10 @@ class StopEvent:
     addr: int = 0  # the watched address gdb asked for (watch stops)
     status: int = 0  # exit status (EXITED)
     detail: str = ""  # for the log
+    vcpu: int = 0  # which vCPU stopped (gdb thread vcpu + 1)
+
+
+_STEPPED = StopEvent(GDB_SIGTRAP)  # a completed single step (immutable: one for all)
 
 
 class TargetError(Exception):
@@ -76,6 +80,9 @@ class TargetError(Exception):
 class Target:
     def __init__(self, backend: Backend, vcpu: int = 0) -> None:
         self.backend = backend
+        self._regs: dict[str, int] | None = None  # see _drop_registers()
+        self._some_regs: dict[str, int] = {}
+        self.regs_version = 0
         self.vcpu = vcpu
         caps = backend.capabilities()
         self.caps = caps
@@ -87,22 +94,55 @@ class Target:
         self._pushed: tuple[int, int] | None = None  # (control, slots.generation) last given to the backend
         self.last_run_slots: list[str] = []  # `monitor slots` while stopped: gdb has removed its points by then
         self._described = -1
+        self.cont_vcpu: int | None = None  # Hc: the thread s/c act on (None: the selected one)
         self._interrupt = threading.Event()
         self._resuming = False  # between begin_resume() and the end of resume(): only then does 0x03 count
         self._lock = threading.Lock()
 
+    @property
+    def vcpu(self) -> int:
+        """The vCPU the registers, runs and debug state are for."""
+        return self._vcpu
+
+    @vcpu.setter
+    def vcpu(self, value: int) -> None:
+        self._vcpu = value
+        self._drop_registers()  # another vCPU's registers
+
     # ---- registers and memory (guest stopped) ---------------------------------------------------
     def read_register(self, name: str) -> int:
-        return self.arch.narrow(name, self.backend.get_reg(name, self.vcpu))
+        regs = self._regs if self._regs is not None else self._some_regs
+        value = regs.get(name)
+        if value is None:
+            value = self.backend.get_reg(name, self.vcpu)
+            if name in self.arch.NARROWED:
+                value = self.arch.narrow(name, value)
+            self._some_regs[name] = value
+        return value
 
     def read_registers(self) -> dict[str, int]:
-        regs = self.backend.get_regs(self.vcpu)
-        for name in self.arch.NARROWED:
-            regs[name] = self.arch.narrow(name, regs[name])
-        return regs
+        """Every register of the arch table (a fresh dict: the caller may keep or change it)."""
+        if self._regs is None:
+            regs = self.backend.get_regs(self.vcpu)
+            for name in self.arch.NARROWED:
+                regs[name] = self.arch.narrow(name, regs[name])
+            self._regs = regs
+        return dict(self._regs)
+
+    def _drop_registers(self) -> None:
+        """The vCPU's registers may change (a write, a run, another vCPU): forget what was read.
+
+        The registers as gdb sees them are read once per stop: a stop reply's single reads (_some_regs),
+        or all of them (_regs) for the `g` and `p` after it.  regs_version counts the drops, so that callers
+        can cache what they encode from them (the session's `g` reply)."""
+        self._regs = None
+        if self._some_regs:
+            self._some_regs = {}
+        self.regs_version += 1
 
     def write_registers(self, values: dict[str, int]) -> None:
         """Write what gdb sent; registers gdb sees narrower than the hardware (cpsr) keep their other bits."""
+        self._drop_registers()
         try:
             values = {
                 name: self.arch.widen(name, v, self.backend.get_reg(name, self.vcpu))
@@ -174,6 +214,9 @@ class Target:
     def remove_hw_point(self, point: GdbPoint) -> None:
         self.slots.remove(point)
 
+    def plan_resume(self, run: frozenset[int] | None, step: int | None) -> None:
+        """vCont's per-thread actions for the next resume(): one vCPU has nothing to choose."""
+
     def clear_debugger_state(self) -> None:
         """Remove everything a gdb client planted (detach, disconnect, new connection)."""
         for addr in list(self.sw_breakpoints):
@@ -237,22 +280,28 @@ class Target:
             return self.last_stop
         with self._lock:
             self._resuming = True  # callers that skipped begin_resume(): interrupts count from here
+        pc = (self._regs if self._regs is not None else self._some_regs).get(self.arch.PC)
+        self._drop_registers()
         try:
-            stop = self._resume(step)
+            stop = self._resume(step, pc)
         except Exception as e:  # a failing vCPU must become a stop gdb sees, never kill the server
             log.error(
                 kv("error", where="run", error=f"{type(e).__name__}: {e}"), exc_info=not isinstance(e, BackendError)
             )
             self._pushed = None  # the backend's debug state is unknown now: push it again next run
             stop = StopEvent(GDB_SIGBUS, detail=f"backend error: {e}")
+        self._drop_registers()  # (again: a reader racing the run must not leave stale values behind)
         with self._lock:
             self._resuming = False
-            self._interrupt.clear()
+            if self._interrupt.is_set():
+                self._interrupt.clear()
         self.last_stop = stop
         return stop
 
-    def _resume(self, step: bool) -> StopEvent:
-        pc = self._pc()
+    def _resume(self, step: bool, pc: int | None = None) -> StopEvent:
+        """PC: where the guest stands if known from the register cache (saves a backend read per step)."""
+        if pc is None:
+            pc = self._pc()
         parked_on_watch = self.arch.WATCH_BEFORE_ACCESS and self.last_stop.kind in (
             StopKind.WATCH,
             StopKind.RWATCH,
@@ -310,7 +359,7 @@ class Target:
             return StopEvent(_HOST_TO_GDB_SIGNAL.get(ex.signal, GDB_SIGSEGV), detail=ex.detail)
         d = self.arch.decode_exit(ex)
         if d.event is Event.STEP:
-            return StopEvent(GDB_SIGTRAP) if stepping else None
+            return _STEPPED if stepping else None
         if d.event is Event.HWBREAK:
             return StopEvent(GDB_SIGTRAP, StopKind.HWBREAK)
         if d.event is Event.WATCH:

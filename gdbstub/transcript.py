@@ -78,6 +78,17 @@ def split_output(data: bytes) -> list[bytes]:
 
 
 def _unescape(raw: bytes) -> bytes:
+    if b"*" in raw:  # run-length encoding (long memory reads use it), expanded first, as gdb does
+        runs = bytearray()
+        i = 0
+        while i < len(raw):
+            if raw[i] == 0x2A and runs and i + 1 < len(raw):  # '*': N-29 more copies of the byte before
+                runs += runs[-1:] * (raw[i + 1] - 29)
+                i += 2
+            else:
+                runs.append(raw[i])
+                i += 1
+        raw = bytes(runs)
     out = bytearray()
     it = iter(raw)
     for b in it:

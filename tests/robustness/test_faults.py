@@ -237,7 +237,7 @@ def test_backend_error_in_run_becomes_a_sigbus_stop(
         stop = target.resume(step)
     assert stop.signal == GDB_SIGBUS and "EFAULT" in stop.detail
     assert any(r.levelno == logging.ERROR and "EFAULT" in r.getMessage() for r in caplog.records)  # a log line
-    assert session.stop_reply(stop).startswith(b"T0athread:1;20:0000004000000000;")
+    assert session.stop_reply(stop).startswith(b"T0athread:1;core:0;20:0000004000000000;")
     assert session.handle(b"?") == session.stop_reply(stop)
     failing.fail_run = False  # the backend recovers: the next run works, debug state pushed again
     assert target.resume(True).signal == 5

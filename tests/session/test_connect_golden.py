@@ -18,7 +18,7 @@ def _frame(payload: bytes) -> bytes:
     return b"$" + payload + b"#%02x" % (sum(payload) & 0xFF)
 
 
-ENTRY_STOP = (b"T05thread:1;20:0000004000000000;1f:0000000000000000;1d:0000000000000000;"
+ENTRY_STOP = (b"T05thread:1;core:0;20:0000004000000000;1f:0000000000000000;1d:0000000000000000;"
               b"1e:0000000000000000;")  # fmt: skip
 
 # (packet gdb sent, reply it received), in order, ack mode first.
@@ -129,4 +129,4 @@ def test_step_returns_a_resume_and_stop_reply_expedites_registers(session: tuple
     assert s.handle(b"vCont;s:1;c") == Resume(step=True)
     stop = s.target.resume(step=True)
     reply = s.stop_reply(stop)
-    assert reply.startswith(b"T05thread:1;20:0400004000000000;")
+    assert reply.startswith(b"T05thread:1;core:0;20:0400004000000000;")
