@@ -205,7 +205,8 @@ class RacingBackend:
         if self.pcs[vcpu] != self.BP:
             self.pcs[vcpu] = self.BP
             return Exit(ExitReason.DEBUG, esr=0xC200_0022)  # the hardware breakpoint, at once on both
-        self.kicked[vcpu].wait(5)
+        if not self.kicked[vcpu].wait(2):  # ran again instead of reporting the racing stop: a visible failure
+            return Exit(ExitReason.FAULT, signal=11, detail="ran on: nobody kicked this vCPU")
         self.kicked[vcpu].clear()
         return Exit(ExitReason.INTERRUPTED)
 
