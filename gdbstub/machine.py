@@ -99,13 +99,15 @@ class Machine(Target):
         self._plan = (None, None)
         if self.exited:
             return self.last_stop
-        if self.pending:  # a stop that raced the last one: report it without running anything
-            return self._report(self.pending.pop(0))
         if step_vcpu is None:
             step_vcpu = self.cont_vcpu if self.cont_vcpu is not None else self._vcpu
         vcpus = sorted(run) if run is not None else list(range(self.vcpus))
-        if step and vcpus == [step_vcpu]:  # scheduler-locking step: only this vCPU moves
+        if step and vcpus == [step_vcpu]:  # scheduler-locking step (or gdb's step over a breakpoint): only
+            # this vCPU moves, and only its step may be reported (gdb asserts that it is)
             return self._report(self._tag(step_vcpu, self.cpus[step_vcpu].resume(True)))
+        pending = self._take_pending(vcpus)
+        if pending is not None:  # a stop that raced an earlier one: reported now, nothing runs
+            return self._report(pending)
         done: queue.Queue[tuple[int, StopEvent]] = queue.Queue()
         for k in vcpus:
             self.cpus[k].begin_resume()
@@ -130,6 +132,26 @@ class Machine(Target):
         for w in workers:
             w.join()
         return self._report(self._tag(first_vcpu, first))
+
+    def _take_pending(self, vcpus: list[int]) -> StopEvent | None:
+        """The oldest kept stop of a vCPU this resume runs that still means something: a breakpoint stop
+        whose breakpoint gdb has since deleted, or a watch stop whose watchpoint is gone, is dropped (the
+        vCPU simply runs on, as if it had been a moment slower)."""
+        for stop in list(self.pending):
+            if stop.vcpu not in vcpus:
+                continue
+            self.pending.remove(stop)
+            if self._still_meant(stop):
+                return stop
+        return None
+
+    def _still_meant(self, stop: StopEvent) -> bool:
+        if stop.kind in (StopKind.HWBREAK, StopKind.SWBREAK):
+            pc = self.cpus[stop.vcpu].read_register(self.arch.PC)
+            return pc in self.sw_breakpoints or self.slots.breakpoint_at(pc) is not None
+        if stop.kind in (StopKind.WATCH, StopKind.RWATCH, StopKind.AWATCH):
+            return any(p.kind.is_watch and p.addr == stop.addr for p in self.slots.points())
+        return True
 
     @staticmethod
     def _tag(vcpu: int, stop: StopEvent) -> StopEvent:
