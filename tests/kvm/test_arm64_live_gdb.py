@@ -73,15 +73,15 @@ def _timings(out: str) -> dict[str, float]:
 class Arm64Stub:
     """The emulated arm64 host running `gdbstub serve --backend kvm` on the demo guest."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_path: Path = DEMO_ELF, extra: str = "") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self._listening = threading.Event()
-        image = DEMO_ELF.relative_to(ROOT)
-        command = f"exec python3 -m gdbstub serve {image} --backend kvm --listen 0.0.0.0:1234 --allow-remote"
+        image = image_path.relative_to(ROOT)
+        command = f"exec python3 -m gdbstub serve {image} --backend kvm --listen 0.0.0.0:1234 --allow-remote {extra}"
         env = dict(os.environ, ARM64_HOST_TIMEOUT="1500")
         self.proc = subprocess.Popen(
             [str(HARNESS), "--fwd", f"{self.port}:1234", "exec", command],
@@ -170,9 +170,9 @@ def stub(gdb_multiarch: str) -> Iterator[Arm64Stub]:
         s.stop()
 
 
-def gdb(gdb_path: str, stub: Arm64Stub, commands: list[str], *, timeout: float = 180) -> str:
+def gdb(gdb_path: str, stub: Arm64Stub, commands: list[str], *, timeout: float = 180, elf: Path = DEMO_ELF) -> str:
     """gdb-multiarch in batch mode against the stub; returns what it printed (stdout + stderr)."""
-    argv = [gdb_path, "-nx", "-batch", "-q", str(DEMO_ELF), "-ex", "set pagination off", "-ex", "set confirm off",
+    argv = [gdb_path, "-nx", "-batch", "-q", str(elf), "-ex", "set pagination off", "-ex", "set confirm off",
             "-ex", f"target remote {stub.address}"]  # fmt: skip
     for c in commands:
         argv += ["-ex", c]

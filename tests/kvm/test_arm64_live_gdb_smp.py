@@ -1,0 +1,66 @@
+"""gdb-multiarch against `gdbstub serve --backend kvm --cpus 4` on guests/smp.S in the emulated arm64 host.
+
+Real arm64 KVM brings the secondaries up itself (PSCI CPU_ON in-kernel); gdb sees each vCPU as a thread.
+The same harness as tests/kvm/test_arm64_live_gdb.py (marker ``arm64_host``: `scripts/test` runs these after
+the native suite), one boot for the module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import GUESTS
+from tests.kvm.test_arm64_live_gdb import BOOT_TIMEOUT, ON_X86_64, Arm64Stub, _harness_or_skip, gdb
+
+pytestmark = [
+    pytest.mark.arm64_host,
+    pytest.mark.gdb,
+    pytest.mark.skipif(not ON_X86_64, reason="boots the emulated arm64 host from an x86-64 machine"),
+]
+
+N = 4
+SMP_ELF = GUESTS / "build" / "smp.elf"
+
+
+@pytest.fixture(scope="module")
+def smp_stub(gdb_multiarch: str) -> Iterator[Arm64Stub]:
+    _harness_or_skip()
+    if not SMP_ELF.exists():
+        pytest.fail(f"{SMP_ELF} is not built (scripts/build-guests)")
+    s = Arm64Stub(SMP_ELF, f"--cpus {N}")
+    try:
+        s.wait_ready(BOOT_TIMEOUT)
+        yield s
+        assert s.alive(), f"the emulated host (or the stub in it) exited during the tests:\n{s.console()}"
+        assert "Traceback" not in "\n".join(s.lines), s.console(200)
+    finally:
+        s.stop()
+
+
+def test_threads_and_an_hbreak_every_cpu_hits(gdb_multiarch: str, smp_stub: Arm64Stub) -> None:
+    out = gdb(gdb_multiarch, smp_stub, ["hbreak cpu_work", *["continue"] * 8, "delete", "info threads"], elf=SMP_ELF)
+    for k in range(N):
+        assert re.search(rf'^\*?\s+{k + 1}\s+Thread {k + 1} "CPU#{k}"', out, re.M), out
+    hit = set(re.findall(r'Thread (\d) "CPU#\d" hit Breakpoint 1', out))
+    assert len(hit) >= 2, out  # real KVM vCPUs run in parallel: several threads report the one hbreak
+
+
+def test_watch_on_one_cpus_counter_stops_in_its_thread(gdb_multiarch: str, smp_stub: Arm64Stub) -> None:
+    out = gdb(gdb_multiarch, smp_stub, [
+        "watch *(long *)((char *)&per_cpu + 192)", "continue", "p $_thread", "continue", "p $_thread",
+    ], elf=SMP_ELF)  # fmt: skip
+    threads = re.findall(r"^\$\d+ = (\d+)$", out, re.M)
+    assert threads == ["4", "4"], out  # per_cpu + 192 is CPU 3's: gdb thread 4
+
+
+def test_scheduler_locking_stepi_moves_one_cpu(gdb_multiarch: str, smp_stub: Arm64Stub) -> None:
+    out = gdb(gdb_multiarch, smp_stub, [
+        "hbreak cpu_work", *["continue"] * 4, "delete", "set scheduler-locking step",
+        "thread 2", "p/x $pc", "thread 3", "p/x $pc", "thread 2", "stepi", "p/x $pc", "thread 3", "p/x $pc",
+    ], elf=SMP_ELF)  # fmt: skip
+    pcs = [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)$", out, re.M)]
+    assert len(pcs) == 4, out
+    assert pcs[2] == pcs[0] + 4 and pcs[3] == pcs[1], out
