@@ -66,14 +66,12 @@ def console() -> list[bytes]:
 
 
 @pytest.fixture
-def make_vm(
-    kind: BackendKind, console: list[bytes], request: pytest.FixtureRequest
-) -> Iterator[Callable[[Guest], Traced]]:
-    """make_vm(guest) -> a fresh VM of this backend with the guest loaded, closed after the test."""
+def make_vm(kind: BackendKind, console: list[bytes], request: pytest.FixtureRequest) -> Iterator[Callable[..., Traced]]:
+    """make_vm(guest, cpus=1) -> a fresh VM of this backend with the guest loaded, closed after the test."""
     opened: list[Traced] = []
 
-    def make(guest: Guest) -> Traced:
-        vm = Traced(kind.open(guest.image, console.append), kind.name)
+    def make(guest: Guest, cpus: int = 1) -> Traced:
+        vm = Traced(kind.open(guest.image, console.append, cpus), kind.name)
         opened.append(vm)
         return vm
 

@@ -25,22 +25,22 @@ ON_ARM64_KVM = platform.machine().lower() in ("aarch64", "arm64") and os.path.ex
 HAVE_UNICORN = importlib.util.find_spec("unicorn") is not None
 
 
-def _open_sim(image: Image, console: ConsoleSink) -> Backend:
+def _open_sim(image: Image, console: ConsoleSink, cpus: int = 1) -> Backend:
     from backends.sim import SimBackend
 
-    return SimBackend(image, console=console)
+    return SimBackend(image, console=console, cpus=cpus)
 
 
-def _open_kvm(image: Image, console: ConsoleSink) -> Backend:
+def _open_kvm(image: Image, console: ConsoleSink, cpus: int = 1) -> Backend:
     from backends.kvm.arm64 import KvmArm64Backend
 
-    return KvmArm64Backend(image, console=console)
+    return KvmArm64Backend(image, console=console, cpus=cpus)
 
 
 @dataclass(frozen=True)
 class BackendKind:
     name: str
-    open: Callable[[Image, ConsoleSink], Backend]
+    open: Callable[[Image, ConsoleSink, int], Backend]
     unavailable: str  # why it cannot run here ("" when it can)
 
 

@@ -26,6 +26,7 @@ from backends.api import (
     Exit,
     ExitReason,
 )
+from tests.kvm.smp_rig import Fleet
 from tests.scenarios.conftest import Guest
 from tests.scenarios.rig import Traced
 
@@ -462,7 +463,25 @@ def test_c7_reserved_watches_never_fire(vm: Traced, g: Guest, ctrl: int) -> None
 # ---- C15: several vCPUs -----------------------------------------------------------------------------------
 
 
-def test_c15_breakpoint_on_every_vcpu(vm: Traced) -> None:
+def test_c15_breakpoint_on_every_vcpu(make_vm: Callable[..., Traced], guest_elf: Callable[[str], object]) -> None:
+    """The debugger's breakpoint, set on every vCPU while all are stopped (KVM_SET_GUEST_DEBUG is per vCPU),
+    fires on each of them, also on one the guest starts later (PSCI CPU_ON); all-stop between rounds."""
+    smp = Guest(guest_elf("smp"))  # type: ignore[arg-type]
+    vm = make_vm(smp, cpus=2)
     if vm.capabilities().vcpus < 2:
-        pytest.skip(f"not applicable: the {vm.kind} backend runs one vCPU (issue 10: SMP)")
-    pytest.fail("a backend with several vCPUs needs this scenario written")  # pragma: no cover
+        pytest.skip(f"not applicable: the {vm.kind} backend runs one vCPU")
+    bp = debug_regs(bps=(smp["cpu_work"],))
+    for k in (0, 1):
+        vm.set_guest_debug(HW, bp, vcpu=k)
+    hits: set[int] = set()
+    for _ in range(10):  # rounds of the vCPUs yet to hit (one that hit stays parked on the breakpoint)
+        fleet = Fleet(vm.backend, [k for k in (0, 1) if k not in hits]).start()
+        fleet.first()
+        for k, ex in fleet.stop().items():
+            if ex.reason is ExitReason.DEBUG and ex.ec == 0x30:
+                assert vm.backend.get_reg("pc", k) == smp["cpu_work"]
+                hits.add(k)
+        if hits == {0, 1}:
+            break
+    vm.note("vcpus that hit", sorted(hits))  # (the order they ran in is the host's business)
+    assert hits == {0, 1}
