@@ -204,13 +204,44 @@ def guest_exception(ex: Exit, get: Callable[[str], int]) -> dict[str, int]:
     pstate = get("cpsr")
     el, sp_h = (pstate >> 2) & 3, pstate & 1
     vector = get("vbar_el1") + (0x400 if el == 0 else 0x200 if sp_h else 0)
+    esr = ex.esr & 0xFFFF_FFFF
+    ec = esr >> 26
+    if ec in (0x30, 0x32, 0x34) and el == 1:  # KVM saw a "lower EL" debug exception; the guest's own EL1
+        esr |= 1 << 26  # takes it as the "current EL" class (0x31, 0x33, 0x35)
     writes = {
-        "esr_el1": ex.esr & 0xFFFF_FFFF,
+        "esr_el1": esr,
         "elr_el1": get("pc"),
         "spsr_el1": pstate & 0xFFFF_FFFF,
         "cpsr": 0x3C5,  # EL1h, DAIF masked; SS, IL and NZCV clear (as the sim and arm64 KVM enter vectors)
     }
+    if ec in (0x34, 0x35):
+        writes["far_el1"] = ex.far
     if not (el == 1 and sp_h):  # SP_EL0 was live: bank it, the handler runs on SP_EL1
         writes.update(sp_el0=get("sp"), sp=get("sp_el1"))
     writes["pc"] = vector
     return writes
+
+
+_MDSCR_KDE, _MDSCR_MDE, _OSLSR_OSLK, _PSTATE_D = 1 << 13, 1 << 15, 1 << 1, 1 << 9
+
+
+def guest_debug_regs(get: Callable[[str], int], brps: int, wrps: int) -> DebugRegs | None:
+    """The guest's own breakpoints and watchpoints (KVM keeps them for it: GET_ONE_REG dbg*_el1), or None
+    when they cannot fire anyway (MDSCR_EL1.MDE off, OS lock set)."""
+    if not get("mdscr_el1") & _MDSCR_MDE or get("oslsr_el1") & _OSLSR_OSLK:
+        return None
+    regs = DebugRegs()
+    for i in range(brps):
+        regs.bcr[i], regs.bvr[i] = get(f"dbgbcr{i}_el1"), get(f"dbgbvr{i}_el1")
+    for i in range(wrps):
+        regs.wcr[i], regs.wvr[i] = get(f"dbgwcr{i}_el1"), get(f"dbgwvr{i}_el1")
+    return regs
+
+
+def guest_takes_debug(get: Callable[[str], int]) -> bool:
+    """Would the guest's own breakpoint or watchpoint raise an exception now (to its EL1)?  From EL0 always;
+    from EL1 with MDSCR_EL1.KDE set and PSTATE.D clear; never under the OS lock."""
+    if get("oslsr_el1") & _OSLSR_OSLK:
+        return False
+    pstate = get("cpsr")
+    return (pstate >> 2) & 3 == 0 or bool(get("mdscr_el1") & _MDSCR_KDE and not pstate & _PSTATE_D)

@@ -91,10 +91,14 @@ class Target:
         self.sw_breakpoints: dict[int, bytes] = {}  # address -> the original instruction bytes
         self.last_stop = StopEvent(GDB_SIGTRAP, detail="halted at entry")
         self.exited = False
-        self._pushed: tuple[int, int] | None = None  # (control, slots.generation) last given to the backend
+        self._pushed: tuple[int, int, int] | None = None  # (control, slots.generation, _guest_generation) pushed
+        self._guest_points: DebugRegs | X86DebugRegs | None = None  # the guest's own, as read at this resume
+        self._guest_generation = 0  # bumped whenever they differ from the previous read
         self.last_run_slots: list[str] = []  # `monitor slots` while stopped: gdb has removed its points by then
         self._described = -1
         self.cont_vcpu: int | None = None  # Hc: the thread s/c act on (None: the selected one)
+        self._guest_bps = self._guest_wps = False  # the guest's own points are loaded (see _with_guest_points)
+        self._skip: bool | None = None  # an invisible hit to step over next (the value: with watches off)
         self._interrupt = threading.Event()
         self._resuming = False  # between begin_resume() and the end of resume(): only then does 0x03 count
         self._lock = threading.Lock()
@@ -241,14 +245,58 @@ class Target:
         self.backend.kick(self.vcpu)
 
     def _push(self, control: int, regs: DebugRegs | X86DebugRegs | None = None) -> None:
-        key = (control, self.slots.generation if regs is None else -1)
+        key = (control, self.slots.generation if regs is None else -1, self._guest_generation)
         if regs is None and self._pushed == key:
             return
-        self.backend.set_guest_debug(control, regs if regs is not None else self.slots.debug_regs(), self.vcpu)
-        self._pushed = key if regs is None else None
-        if regs is None and control and self._described != self.slots.generation:
+        ours = regs is None  # the table's registers (not a one-step variant of them)
+        self.backend.set_guest_debug(control, self._with_guest_points(control) if ours else regs, self.vcpu)
+        self._pushed = key if ours else None
+        if ours and control and self._described != self.slots.generation:
             self.last_run_slots = self.slots.describe()
             self._described = self.slots.generation
+
+    def _with_guest_points(self, control: int) -> DebugRegs | X86DebugRegs:
+        """The table's registers, plus the guest's own breakpoints if gdb uses none, and its own watchpoints
+        if gdb uses none: KVM loads one set into the hardware, so while gdb debugs, the guest's points fire
+        only if we load them; their hits are then re-injected into the guest (E6).  Read when gdb's points
+        change (a guest changing its own registers meanwhile is seen at the next change)."""
+        regs = self.slots.debug_regs()
+        self._guest_bps = self._guest_wps = False
+        guest = self._guest_points
+        if not (control & GUESTDBG_USE_HW and isinstance(regs, DebugRegs) and isinstance(guest, DebugRegs)):
+            return regs
+        kinds = {p.kind for p in self.slots.points()}
+        want_bps = PointKind.HW_BREAK not in kinds
+        want_wps = not any(k.is_watch for k in kinds)
+        merged = regs.copy()
+        if want_bps and any(b & 1 for b in guest.bcr):
+            merged.bcr, merged.bvr, self._guest_bps = list(guest.bcr), list(guest.bvr), True
+        if want_wps and any(w & 1 for w in guest.wcr):
+            merged.wcr, merged.wvr, self._guest_wps = list(guest.wcr), list(guest.wvr), True
+        return merged
+
+    def _read_guest_points(self) -> None:
+        """At each resume: the guest's own breakpoints and watchpoints, if it has any armed (one register
+        read when it has none: MDSCR_EL1.MDE off)."""
+        try:
+            guest = self.arch.guest_debug_regs(
+                lambda name: self.backend.get_reg(name, self.vcpu), self.caps.hw_breakpoints, self.caps.hw_watchpoints
+            )
+        except BackendError:  # a backend that cannot show the guest's debug registers
+            guest = None
+        if guest != self._guest_points:
+            self._guest_points = guest
+            self._guest_generation += 1
+
+    def _guest_debug_event(self, ex: Exit, *, watch: bool) -> None:
+        """A hit of the guest's own breakpoint or watchpoint: delivered to its vectors if the guest would have
+        taken it (its MDSCR_EL1.KDE, PSTATE.D, OS lock), else stepped over unseen (as the hardware would
+        have let the instruction run)."""
+        get = lambda name: self.backend.get_reg(name, self.vcpu)  # noqa: E731
+        if self.arch.guest_takes_debug(get) and self._reinject(ex):
+            log.info(kv("reinject", what="guest watchpoint" if watch else "guest breakpoint", esr=f"{ex.esr:#x}"))
+            return
+        self._skip = watch
 
     def _control(self, step: bool) -> int:
         if self.arch.IDLE_GUEST_OWNS_DEBUG and not (step or self.sw_breakpoints or self.slots.points()):
@@ -300,6 +348,9 @@ class Target:
 
     def _resume(self, step: bool, pc: int | None = None) -> StopEvent:
         """PC: where the guest stands if known from the register cache (saves a backend read per step)."""
+        self._skip = None
+        if self.arch.IDLE_GUEST_OWNS_DEBUG and (self.sw_breakpoints or self.slots.points()):
+            self._read_guest_points()  # gdb debugs: the guest's own points are merged in (_with_guest_points)
         if pc is None:
             pc = self._pc()
         parked_on_watch = self.arch.WATCH_BEFORE_ACCESS and self.last_stop.kind in (
@@ -319,12 +370,13 @@ class Target:
                 return StopEvent(GDB_SIGINT)
             self._push(self._control(step))
             ex = self.backend.run(self.vcpu)
+            self._skip = None
             stop = self._decode(ex, stepping=step)
             if stop is not None:
                 return stop
-            if ex.reason is ExitReason.DEBUG and self.arch.decode_exit(ex).event is Event.WATCH:
-                # a hit on padding of an approximate cover: step over it unseen
-                stop = self._decode(self._step_over(self._pc(), no_watch=True), stepping=step)
+            if self._skip is not None:  # an invisible hit (padding, a guest point it would not take): step over
+                no_watch, self._skip = self._skip, None
+                stop = self._decode(self._step_over(self._pc(), no_watch=no_watch), stepping=step)
                 if stop is not None:
                     return stop
             if step:  # the step was consumed by an invisible event
@@ -361,10 +413,17 @@ class Target:
         if d.event is Event.STEP:
             return _STEPPED if stepping else None
         if d.event is Event.HWBREAK:
+            if self._guest_bps and self.slots.breakpoint_at(self._pc()) is None:
+                self._guest_debug_event(ex, watch=False)
+                return None
             return StopEvent(GDB_SIGTRAP, StopKind.HWBREAK)
         if d.event is Event.WATCH:
+            if self._guest_wps:
+                self._guest_debug_event(ex, watch=True)
+                return None
             point = self.arch.watch_point(self.slots, d, self._code_at_pc)
             if point is None:
+                self._skip = True  # a hit on padding of an approximate cover
                 return None
             where = d.detail or f"far={d.addr:#x}"
             return StopEvent(GDB_SIGTRAP, _WATCH_STOP[point.kind], addr=point.addr, detail=where)

@@ -219,3 +219,12 @@ def step_over_regs(table: X86SlotTable, pc: int, no_watch: bool) -> X86DebugRegs
 def guest_exception(ex: Exit, get: Callable[[str], int]) -> dict[str, int]:
     """Not done on x86 yet (it would be KVM_GUESTDBG_INJECT_BP): the guest's own int3 stops in gdb."""
     return {}
+
+
+def guest_debug_regs(get: Callable[[str], int], brps: int, wrps: int) -> X86DebugRegs | None:
+    """The guest's own debug registers are not merged on x86 (its DR7 is the guest's business)."""
+    return None
+
+
+def guest_takes_debug(get: Callable[[str], int]) -> bool:
+    return False
