@@ -12,6 +12,7 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -45,24 +46,23 @@ def _size(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 2 <= n <= 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: a count from 2 to 16 is needed")
-    return n
+def _bounded(lo: int, hi: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer from lo to hi."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = lo - 1
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} from {lo} to {hi} is needed")
+        return n
+
+    return parse
 
 
-def _cpus(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 8:
-        raise argparse.ArgumentTypeError(f"{text!r}: from 1 to 8 vCPUs")
-    return n
+_count = _bounded(2, 16, "a count")
+_cpus = _bounded(1, 8, "a vCPU count")
 
 
 def _listen(text: str) -> tuple[str, int]:
