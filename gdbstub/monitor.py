@@ -18,6 +18,7 @@ def run_command(target: Target, command: str) -> str:
         c = target.caps
         lines = [
             f"arch: {c.arch}",
+            f"vCPUs: {c.vcpus}",
             f"hardware breakpoints (BRPs): {c.hw_breakpoints}",
             f"hardware watchpoints (WRPs): {c.hw_watchpoints}",
             f"single-step: {'yes' if c.single_step else 'no'}",
