@@ -1,7 +1,7 @@
 """Running several vCPUs at the backends.api level, as a debugger's all-stop loop does: one thread per vCPU
 in run(k), the first exit kicks the others (tests/kvm/test_arm64_smp.py, tests/kvm/test_x86_smp.py).
 
-Imports only the standard library and backends.api: the arm64 tests run where neither unicorn nor
+Imports only the standard library, pytest and backends.api: the arm64 tests run where neither unicorn nor
 hypothesis is installed.
 """
 
@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from backends.api import Backend, Exit
 
@@ -101,3 +102,55 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = JOIN_T
 
 def counters(vm: Backend, per_cpu: int, n: int) -> list[int]:
     return [u64(vm, per_cpu + 64 * k) for k in range(n)]
+
+
+class Lab:
+    """The VMs and Fleets one test made: close() stops every Fleet still running (after a failure some
+    vCPUs may be), then closes every VM."""
+
+    def __init__(self, open_vm: Callable[[int], Backend]) -> None:
+        self._open = open_vm
+        self.vms: list[Backend] = []
+        self.fleets: list[Fleet] = []
+
+    def vm(self, cpus: int) -> Any:
+        """A new VM with that many vCPUs (typed Any: each test module knows its backend class)."""
+        vm = self._open(cpus)
+        self.vms.append(vm)
+        return vm
+
+    def start(self, vm: Backend, vcpus: Iterable[int]) -> Fleet:
+        """A Fleet running those vCPUs (stopped at close() if the test did not)."""
+        fleet = Fleet(vm, vcpus)
+        self.fleets.append(fleet)
+        return fleet.start()
+
+    def close(self) -> None:
+        for f in self.fleets:
+            try:
+                f.stop()
+            except AssertionError:
+                pass
+        for vm in self.vms:
+            vm.close()
+
+
+def all_started(vm: Backend, sym: dict[str, int], n: int) -> bool:
+    """guests/smp.S (both arches) flags `started + 8*k` once vCPU k reached its loop."""
+    return all(u64(vm, sym["started"] + 8 * k) == 1 for k in range(n))
+
+
+def lab_fixtures() -> tuple[Any, Any]:
+    """The `make_vm(cpus)` and `start(vm, vcpus)` fixtures of an SMP test module, over its `lab` fixture:
+    ``make_vm, start = lab_fixtures()``."""
+    import pytest
+
+    @pytest.fixture
+    def make_vm(lab: Lab) -> Callable[[int], Any]:
+        return lab.vm
+
+    @pytest.fixture
+    def start(lab: Lab) -> Callable[..., Fleet]:
+        return lab.start
+
+    return make_vm, start

@@ -34,7 +34,7 @@ from backends.api import (
 )
 from backends.kvm.arm64 import KvmArm64Backend
 from tests.kvm.conftest import elf_symbols
-from tests.kvm.smp_rig import Fleet, counters, u64, wait_until
+from tests.kvm.smp_rig import Fleet, Lab, all_started, counters, lab_fixtures, u64, wait_until
 
 ON_ARM64_KVM = platform.machine().lower() in ("aarch64", "arm64") and os.path.exists("/dev/kvm")
 pytestmark = [
@@ -69,45 +69,13 @@ def sym(smp: tuple[Path, dict[str, int]]) -> dict[str, int]:
 
 
 @pytest.fixture
-def fleets() -> list[Fleet]:
-    """Every Fleet a test started: make_vm stops them before it closes their VMs (after a failure, some
-    vCPUs may still be running)."""
-    return []
+def lab(smp: tuple[Path, dict[str, int]]) -> Iterator[Lab]:
+    lab = Lab(lambda cpus: KvmArm64Backend(smp[0], cpus=cpus))
+    yield lab
+    lab.close()
 
 
-@pytest.fixture
-def make_vm(smp: tuple[Path, dict[str, int]], fleets: list[Fleet]) -> Iterator[MakeVm]:
-    vms: list[KvmArm64Backend] = []
-
-    def make(cpus: int) -> KvmArm64Backend:
-        vm = KvmArm64Backend(smp[0], cpus=cpus)
-        vms.append(vm)
-        return vm
-
-    yield make
-    for f in fleets:
-        try:
-            f.stop()
-        except AssertionError:
-            pass
-    for vm in vms:
-        vm.close()
-
-
-@pytest.fixture
-def start(fleets: list[Fleet]) -> Callable[..., Fleet]:
-    """start(vm, vcpus) -> a Fleet running those vCPUs (stopped at teardown if the test did not)."""
-
-    def go(vm: KvmArm64Backend, vcpus: list[int] | range) -> Fleet:
-        f = Fleet(vm, vcpus)
-        fleets.append(f)
-        return f.start()
-
-    return go
-
-
-def all_started(vm: KvmArm64Backend, sym: dict[str, int], n: int) -> bool:
-    return all(u64(vm, sym["started"] + 8 * k) == 1 for k in range(n))
+make_vm, start = lab_fixtures()
 
 
 # ---- start-up: PSCI CPU_ON in the kernel ------------------------------------------------------------------

@@ -29,7 +29,7 @@ from backends.api import (
 from backends.kvm import open_backend
 from backends.kvm.x86 import VCPU_STACK, KvmX86Backend, probe_host
 from tests.kvm.conftest import HAVE_KVM, NO_KVM, build_x86_guest, elf_symbols
-from tests.kvm.smp_rig import Fleet, counters, u64, wait_until
+from tests.kvm.smp_rig import Fleet, Lab, all_started, counters, lab_fixtures, u64, wait_until
 
 ON_X86 = platform.machine().lower() in ("x86_64", "amd64")
 pytestmark = [
@@ -74,42 +74,13 @@ def sym(smp: tuple[Path, dict[str, int]]) -> dict[str, int]:
 
 
 @pytest.fixture
-def fleets() -> list[Fleet]:
-    """Every Fleet a test started: make_vm stops them before it closes their VMs."""
-    return []
+def lab(smp: tuple[Path, dict[str, int]]) -> Iterator[Lab]:
+    lab = Lab(lambda cpus: KvmX86Backend(smp[0], ram_size=RAM, cpus=cpus))
+    yield lab
+    lab.close()
 
 
-@pytest.fixture
-def make_vm(smp: tuple[Path, dict[str, int]], fleets: list[Fleet]) -> Iterator[MakeVm]:
-    vms: list[KvmX86Backend] = []
-
-    def make(cpus: int) -> KvmX86Backend:
-        vm = KvmX86Backend(smp[0], ram_size=RAM, cpus=cpus)
-        vms.append(vm)
-        return vm
-
-    yield make
-    for f in fleets:
-        try:
-            f.stop()
-        except AssertionError:
-            pass
-    for vm in vms:
-        vm.close()
-
-
-@pytest.fixture
-def start(fleets: list[Fleet]) -> Start:
-    def go(vm: KvmX86Backend, vcpus: list[int] | range) -> Fleet:
-        f = Fleet(vm, vcpus)
-        fleets.append(f)
-        return f.start()
-
-    return go
-
-
-def all_started(vm: KvmX86Backend, sym: dict[str, int], n: int) -> bool:
-    return all(u64(vm, sym["started"] + 8 * k) == 1 for k in range(n))
+make_vm, start = lab_fixtures()
 
 
 # ---- start-up -------------------------------------------------------------------------------------------------
