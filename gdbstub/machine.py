@@ -71,7 +71,7 @@ class Machine(Target):
 
     @property
     def last_run_slots(self) -> list[str]:
-        return self.cpus[0].last_run_slots if hasattr(self, "cpus") else []
+        return self.cpus[0].last_run_slots  # every vCPU pushes the same slots
 
     @last_run_slots.setter
     def last_run_slots(self, value: list[str]) -> None:

@@ -43,7 +43,6 @@ import fcntl
 import mmap
 import os
 import struct
-import threading
 from pathlib import Path
 
 from backends.api import (
@@ -134,7 +133,6 @@ _ONE_REG = struct.Struct("<QQ")  # struct kvm_one_reg: id, addr
 assert _ONE_REG.size == sizeof(uapi.kvm_one_reg)
 _VCPU_INIT = Codec(uapi.kvm_vcpu_init)
 _GUEST_DEBUG = Codec(uapi.kvm_guest_debug_arm64)
-_MEMREGION = Codec(uapi.kvm_userspace_memory_region)
 _DEBUG_EXIT = Codec(uapi.kvm_debug_exit_arch_arm64)
 _RUN = uapi.kvm_run_arm64
 _RUN_IMMEDIATE_EXIT = offsetof(_RUN, "immediate_exit")
@@ -215,40 +213,11 @@ class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
         if not RAM_BASE <= img.entry < RAM_BASE + ram_size:
             raise BackendError(f"entry point {img.entry:#x} lies outside guest RAM")
         self.image = img
-        self.cpus = cpus
-        self._console = console
-        self._console_lock = threading.Lock()  # several vCPUs may write the UART at once
-        self._lock = threading.Lock()
-        self._immediate_exit = _RUN_IMMEDIATE_EXIT
-        self._closed = False
-        self._vcpus: list[_Arm64Vcpu] = []
-        self._fds: list[int] = []
-        self._ram: mmap.mmap | None = None
-        self._ram_view: memoryview | None = None
-        self._kvm_path = kvm_path
-        host.install_kick_handler()
-        try:
-            self._create()
-        except BaseException:
-            self.close()
-            raise
+        self._set_up(cpus, console, kvm_path, _RUN_IMMEDIATE_EXIT)
 
     # ---- set-up ----------------------------------------------------------------------------------------
     def _create(self) -> None:
-        self._kvm = host.open_kvm(self._kvm_path)
-        self._fds.append(self._kvm)
-        self._vm = host.ioctl_int(self._kvm, uapi.KVM_CREATE_VM, 0, what="KVM_CREATE_VM")  # default IPA size
-        self._fds.append(self._vm)
-        self._ram = mmap.mmap(-1, self.ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        self._ram_view = memoryview(self._ram)
-        anchor = ctypes.c_char.from_buffer(self._ram)
-        address = ctypes.addressof(anchor)
-        del anchor  # an export would keep the mmap from closing
-        region = {"slot": 0, "flags": 0, "guest_phys_addr": RAM_BASE, "memory_size": self.ram_size}
-        region["userspace_addr"] = address
-        host.ioctl_in(
-            self._vm, uapi.KVM_SET_USER_MEMORY_REGION, _MEMREGION.pack(region), what="KVM_SET_USER_MEMORY_REGION"
-        )
+        ram = self._create_vm_with_ram(self.ram_size, RAM_BASE)
         size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
         init = bytearray(_VCPU_INIT.size)
         host.ioctl_out(self._vm, uapi.KVM_ARM_PREFERRED_TARGET, init, what="KVM_ARM_PREFERRED_TARGET")
@@ -265,7 +234,7 @@ class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
                 values["features[0]"] |= 1 << uapi.KVM_ARM_VCPU_POWER_OFF
             host.ioctl_in(fd, uapi.KVM_ARM_VCPU_INIT, _VCPU_INIT.pack(values), what=f"KVM_ARM_VCPU_INIT {index}")
         for seg in self.image.segments:  # the tail to memsize is already zero
-            store_words(self._ram_view, seg.addr - RAM_BASE, seg.data)
+            store_words(ram, seg.addr - RAM_BASE, seg.data)
         boot = self._vcpus[0]
         self._set_one(boot, REG_IDS["pc"], self.image.entry, 64)
         self._set_one(boot, PSTATE_ID, PSTATE_RESET, 64)

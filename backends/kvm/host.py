@@ -23,8 +23,9 @@ import threading
 from types import FrameType
 from typing import Generic, TypeVar
 
-from backends.api import BackendError, Exit
+from backends.api import BackendError, ConsoleSink, Exit
 from backends.kvm import uapi
+from backends.kvm.layout import Codec
 
 KVM_PATH = "/dev/kvm"
 KICK_SIGNAL = signal.SIGUSR1
@@ -161,6 +162,9 @@ class Vcpu:
 V = TypeVar("V", bound=Vcpu)
 
 
+_MEMREGION = Codec(uapi.kvm_userspace_memory_region)
+
+
 class VmLifecycle(Generic[V]):
     """What both KVM backends share once their VM exists: run(), kick() and close() for every vCPU.
     Subclasses set these attributes in their constructor and append each vCPU to ``_vcpus`` (index order)
@@ -181,6 +185,47 @@ class VmLifecycle(Generic[V]):
     def _run_until_exit(self, v: V) -> Exit:
         """KVM_RUN on ``v`` until an exit worth reporting (the arch's exit handling)."""
         raise NotImplementedError
+
+    def _create(self) -> None:
+        """The arch's VM: memory, vCPUs, their initial state (see _set_up)."""
+        raise NotImplementedError
+
+    def _set_up(self, cpus: int, console: ConsoleSink | None, kvm_path: str, immediate_exit: int) -> None:
+        """The bookkeeping every VM starts with, then the arch's _create(); a half-built VM is closed."""
+        self.cpus = cpus
+        self._console = console
+        self._console_lock = threading.Lock()  # several vCPUs may write the console at once
+        self._lock = threading.Lock()
+        self._immediate_exit = immediate_exit
+        self._closed = False
+        self._vcpus = []
+        self._fds = []
+        self._ram = None
+        self._ram_view = None
+        self._kvm_path = kvm_path
+        install_kick_handler()
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_vm_with_ram(self, ram_size: int, guest_phys_addr: int) -> memoryview:
+        """Open /dev/kvm, create the VM, and give it anonymous memory as memslot 0 at guest_phys_addr;
+        returns a view of that memory."""
+        self._kvm = open_kvm(self._kvm_path)
+        self._fds.append(self._kvm)
+        self._vm = ioctl_int(self._kvm, uapi.KVM_CREATE_VM, 0, what="KVM_CREATE_VM")  # default IPA size
+        self._fds.append(self._vm)
+        self._ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._ram_view = memoryview(self._ram)
+        anchor = ctypes.c_char.from_buffer(self._ram)
+        address = ctypes.addressof(anchor)
+        del anchor  # the export would keep the mmap from closing; close() unmaps RAM only after the VM is gone
+        region = {"slot": 0, "flags": 0, "guest_phys_addr": guest_phys_addr, "memory_size": ram_size}
+        region["userspace_addr"] = address
+        ioctl_in(self._vm, uapi.KVM_SET_USER_MEMORY_REGION, _MEMREGION.pack(region), what="KVM_SET_USER_MEMORY_REGION")
+        return self._ram_view
 
     def _cpu(self, vcpu: int) -> V:
         """The vCPU with this index; BackendError (as KVM's EINVAL) for any other number."""

@@ -47,14 +47,12 @@ are repaired so that the stub sees KVM's behaviour (each such Exit says so in ``
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
 import mmap
 import os
 import struct
-import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -109,7 +107,6 @@ _FPU = Codec(uapi.kvm_fpu)
 _XSTATE = Codec(uapi._xstate)
 _XSAVE_MIN = sizeof(uapi.kvm_xsave)
 _GUEST_DEBUG = Codec(uapi.kvm_guest_debug)
-_MEMREGION = Codec(uapi.kvm_userspace_memory_region)
 _IO = Codec(uapi.exit_io)
 _DEBUG_EXIT = Codec(uapi.kvm_debug_exit_arch)
 _FAIL_ENTRY = Codec(uapi.exit_fail_entry)
@@ -237,24 +234,8 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
         self.tables = ram_size - RESERVED_TOP
         self._check_image(img)
         self.image = img
-        self.cpus = cpus
-        self._console = console
-        self._console_lock = threading.Lock()  # several vCPUs may write COM1 at once
-        self._lock = threading.Lock()
-        self._immediate_exit = _RUN_IMMEDIATE_EXIT
-        self._closed = False
-        self._vcpus: list[_X86Vcpu] = []
-        self._fds: list[int] = []
-        self._ram: mmap.mmap | None = None
-        self._ram_view: memoryview | None = None
-        self._kvm_path = kvm_path
         self._xsave_size = 0  # 0: the host has no KVM_GET_XSAVE; KVM_GET_FPU it is
-        host.install_kick_handler()
-        try:
-            self._create()
-        except BaseException:
-            self.close()
-            raise
+        self._set_up(cpus, console, kvm_path, _RUN_IMMEDIATE_EXIT)
 
     # ---- set-up ----------------------------------------------------------------------------------------
     def _check_image(self, img: Image) -> None:
@@ -268,25 +249,10 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
             raise BackendError(f"entry point {img.entry:#x} lies outside guest RAM")
 
     def _create(self) -> None:
-        self._kvm = host.open_kvm(self._kvm_path)
-        self._fds.append(self._kvm)
-        self._vm = host.ioctl_int(self._kvm, uapi.KVM_CREATE_VM, 0, what="KVM_CREATE_VM")
-        self._fds.append(self._vm)
+        ram = self._create_vm_with_ram(self.ram_size, 0)
         host.ioctl_ulong(self._vm, uapi.KVM_SET_TSS_ADDR, TSS_ADDR, what="KVM_SET_TSS_ADDR")
         ident = bytearray(_U64.pack(IDENTITY_MAP_ADDR))
         host.ioctl_out(self._vm, uapi.KVM_SET_IDENTITY_MAP_ADDR, ident, what="KVM_SET_IDENTITY_MAP_ADDR")
-        self._ram = mmap.mmap(-1, self.ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        self._ram_view = memoryview(self._ram)
-        region = _MEMREGION.pack(
-            {
-                "slot": 0,
-                "flags": 0,
-                "guest_phys_addr": 0,
-                "memory_size": self.ram_size,
-                "userspace_addr": self._ram_address(),
-            }
-        )
-        host.ioctl_in(self._vm, uapi.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
         size = host.ioctl_int(self._kvm, uapi.KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
         for index in range(self.cpus):
             fd = host.ioctl_int(self._vm, uapi.KVM_CREATE_VCPU, index, what=f"KVM_CREATE_VCPU {index}")
@@ -300,7 +266,7 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
         for v in self._vcpus:
             host.ioctl_out(v.fd, uapi.KVM_SET_CPUID2, bytearray(cpuid), what="KVM_SET_CPUID2")
         for seg in self.image.segments:
-            self._ram[seg.addr : seg.addr + len(seg.data)] = seg.data  # the tail to memsize is already zero
+            ram[seg.addr : seg.addr + len(seg.data)] = seg.data  # the tail to memsize is already zero
         self._boot_structures()
         for v in self._vcpus:
             self._boot_state(v)
@@ -325,13 +291,6 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
         fpu = self._get("fpu", v)  # the architectural power-on control words, whatever the host's vCPU reset did
         fpu.update({"fcw": 0x37F, "mxcsr": 0x1F80})
         self._set("fpu", fpu, v)
-
-    def _ram_address(self) -> int:
-        assert self._ram is not None
-        anchor = ctypes.c_char.from_buffer(self._ram)
-        address = ctypes.addressof(anchor)
-        del anchor  # the export would keep the mmap from closing; close() unmaps RAM only after the VM is gone
-        return address
 
     def _supported_cpuid(self) -> bytearray:
         """The host's supported CPUID as a struct kvm_cpuid2, for KVM_SET_CPUID2 unchanged (E2BIG means a
