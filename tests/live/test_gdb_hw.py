@@ -31,6 +31,20 @@ def test_hbreak_up_to_the_brp_count_then_too_many(gdb_multiarch: str, server: Se
     assert out.count("bcr=0x000001e7") == 6, "all six BRPs were programmed for the run"
 
 
+def test_too_many_hbreaks_with_one_at_the_pc_steps_over_it_first(gdb_multiarch: str, server: ServerProcess) -> None:
+    """gdb steps over a breakpoint at the PC with that one left out (six fit), then inserting all seven is
+    refused: the guest moved exactly one instruction, and the six that remain still work."""
+    funcs = ["add_one", "update_point", "touch_unaligned", "fill_buffer", "read_counter", "puts", "uart_putc"]
+    out = run_gdb(gdb_multiarch, server, [
+        "hbreak add_one", "continue", "delete", *(f"hbreak {f}" for f in funcs), "continue", "p/x $pc",
+        "delete 8", "continue", "p/x $pc",
+    ])  # fmt: skip
+    assert "Could not insert hardware breakpoints:" in out and TOO_MANY in out, out
+    v = _values(out)
+    assert v[0] == hex(SYM["add_one"] + 4), "only gdb's step over the hbreak at the PC ran"
+    assert v[1] == hex(SYM["update_point"]), out
+
+
 def test_hbreak_hits_report_hwbreak_and_stepi_continue_make_progress(gdb_multiarch: str, server: ServerProcess) -> None:
     out = run_gdb(gdb_multiarch, server, [
         "hbreak fill_buffer", "continue", "p counter", "stepi", "p/x $pc", "continue", "p/x $pc", "p counter",
