@@ -44,11 +44,11 @@ TOO_MANY = "You may have requested too many hardware breakpoints/watchpoints."
 BOOT_TIMEOUT = 300.0  # cold boot to "listening" is ~10 s; generous for a loaded CI machine
 
 
-def _symbols() -> dict[str, int]:
+def _symbols(elf: Path = DEMO_ELF) -> dict[str, int]:
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
-    with open(DEMO_ELF, "rb") as f:
+    with open(elf, "rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         assert isinstance(symtab, SymbolTableSection)
         return {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import GUESTS
-from tests.kvm.test_arm64_live_gdb import BOOT_TIMEOUT, ON_X86_64, Arm64Stub, _harness_or_skip, gdb
+from tests.kvm.test_arm64_live_gdb import BOOT_TIMEOUT, ON_X86_64, Arm64Stub, _harness_or_skip, _symbols, gdb
 
 pytestmark = [
     pytest.mark.arm64_host,
@@ -63,4 +63,8 @@ def test_scheduler_locking_stepi_moves_one_cpu(gdb_multiarch: str, smp_stub: Arm
     ], elf=SMP_ELF)  # fmt: skip
     pcs = [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)$", out, re.M)]
     assert len(pcs) == 4, out
-    assert pcs[2] == pcs[0] + 4 and pcs[3] == pcs[1], out
+    work = _symbols(SMP_ELF)["cpu_work"]
+    loop_back = work + 6 * 4  # cpu_work's 7th instruction, `b cpu_work`
+    assert work <= pcs[0] <= loop_back, "thread 2 (CPU#1) was halted in its loop"
+    assert pcs[2] == (work if pcs[0] == loop_back else pcs[0] + 4), out
+    assert pcs[3] == pcs[1], out
