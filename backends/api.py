@@ -86,6 +86,7 @@ class Capabilities:
     guest_debug_flags: int = GUESTDBG_VALID_MASK
     vcpus: int = 1
     interrupt_controller: bool = False  # a GIC (or APIC) and a timer: the guest can take interrupts
+    irq_line: bool = False  # set_irq_line drives each vCPU's IRQ input (arm64 KVM_ARM_IRQ_TYPE_CPU, no GIC)
     debug_id: int | None = None  # arm64: ID_AA64DFR0_EL1 as the guest reads it (BRPs, WRPs, CTX_CMPs...)
     far_policy: str = ""  # which address a watchpoint exit reports in FAR (sim: configurable)
     notes: tuple[str, ...] = ()  # free text for `monitor caps` (unsupported features etc.)
@@ -157,6 +158,12 @@ class Backend(Protocol):
 
     def kick(self, vcpu: int = 0) -> None:
         """Thread-safe: makes a blocking run() return INTERRUPTED soon (or the next one at once)."""
+        ...
+
+    def set_irq_line(self, level: bool, vcpu: int = 0) -> None:
+        """Thread-safe: raise or lower the vCPU's level-sensitive IRQ input (KVM_IRQ_LINE, type CPU), as an
+        interrupt controller outside the kernel would.  The guest takes the IRQ while the line is high and
+        its PSTATE.I is clear; a WFI waits for the line.  BackendError unless ``irq_line`` is reported."""
         ...
 
     def close(self) -> None: ...

@@ -43,6 +43,7 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_ERR_READ_UNMAPPED,
     UC_ERR_WRITE_PROT,
     UC_ERR_WRITE_UNMAPPED,
+    UC_HOOK_BLOCK,
     UC_HOOK_CODE,
     UC_HOOK_INSN,
     UC_HOOK_INTR,
@@ -138,6 +139,9 @@ PSCI_RET_INVALID_PARAMS = -2
 PSCI_RET_ALREADY_ON = -4
 _MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF  # Aff3, Aff2, Aff1, Aff0
 _MPIDR_EL1 = (3, 0, 0, 0, 5)  # (op0, op1, CRn, CRm, op2)
+_WFI = 0xD503207F
+_PSTATE_I = 0x80
+_VECTOR_IRQ = 0x80  # an IRQ's vector: the synchronous one's + 0x80
 _MASK32 = (1 << 32) - 1
 _MASK64 = (1 << 64) - 1
 MAX_CPUS = 8
@@ -378,6 +382,9 @@ class _Core:
         self._lock = vm._cv  # the machine's one lock: guards _kicked/_running and the scheduler's state
         self._running = False
         self._kicked = False
+        self._irq = False  # the IRQ input's level (set_irq_line; guarded by the lock)
+        self._irq_poll = False  # stop to take an IRQ: the line rose, or the guest unmasked it (PSTATE.I)
+        self._irq_hook: int | None = None  # a block hook while the line is high: it sees the guest unmask
         self._retry = threading.Event()
         self._retrier: threading.Thread | None = None
         self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
@@ -480,21 +487,23 @@ class _Core:
         else:
             uc.reg_write(_SYSREGS[name], value)
 
-    def _take_exception(self, esr: int, elr: int, far: int | None = None) -> bool:
-        """Synchronous exception entry to EL1 (AArch64), as the architecture does it for exceptions KVM
-        never sees (undefined instructions, SVC) and for BRK while nothing debugs the guest.  False,
-        with nothing changed, if the vector lies outside guest RAM: a guest that set up no vectors
-        cannot take the exception, and stopping there (SIGILL/SIGTRAP) helps more than a fault loop."""
+    def _take_exception(self, esr: int | None, elr: int, far: int | None = None, kind: int = 0) -> bool:
+        """Exception entry to EL1 (AArch64), as the architecture does it for exceptions KVM never sees
+        (undefined instructions, SVC, an IRQ: ``kind`` _VECTOR_IRQ, no ESR) and for BRK while nothing
+        debugs the guest.  False, with nothing changed, if the vector lies outside guest RAM: a guest that
+        set up no vectors cannot take the exception, and stopping there (SIGILL/SIGTRAP) helps more than
+        a fault loop."""
         uc = self._uc
         pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
         el, sp_h = (pstate >> 2) & 3, pstate & 1
-        vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + (0x400 if el == 0 else 0x200 if sp_h else 0)
+        vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + (0x400 if el == 0 else 0x200 if sp_h else 0) + kind
         if not self.ram_base <= vector < self.ram_base + self.ram_size - 4:
             return False
         sp_el1 = self._get_extra("sp_el1")
         if not (el == 1 and sp_h):  # the live SP was SP_EL0: bank it, EL1h runs on SP_EL1
             uc.reg_write(A.UC_ARM64_REG_SP_EL0, uc.reg_read(A.UC_ARM64_REG_SP))
-        uc.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
+        if esr is not None:
+            uc.reg_write(A.UC_ARM64_REG_ESR_EL1, esr)
         uc.reg_write(A.UC_ARM64_REG_ELR_EL1, elr)
         uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, pstate))
         if far is not None:
@@ -852,6 +861,11 @@ class _Core:
             if self._hooks_dirty or self._rearm:
                 self._rearm = False
                 self._apply_hooks()
+            taken = self._sync_irq()
+            if isinstance(taken, Exit):
+                return taken
+            if taken and step:  # entry cleared PSTATE.SS: the step exception comes before the vector's first
+                return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP_PENDING, far=self._far)
             self._pending = None
             self._guest_exc = None
             self._journal_pc = -1
@@ -885,6 +899,14 @@ class _Core:
                 if self._pending is None and self._guest_exc is None:
                     return self._fault(e)
             ex = self._pending
+            if ex is None and self._irq_poll and not (one and uc.reg_read(A.UC_ARM64_REG_PC) != pc):
+                if self._was_kicked():  # stopped for an IRQ before the next instruction: the loop takes it
+                    return Exit(ExitReason.INTERRUPTED, far=self._far)
+                continue
+            if ex is None and sched is None and not one and self._after_wfi():
+                if not self._wait_for_interrupt():
+                    return Exit(ExitReason.INTERRUPTED, far=self._far)
+                continue
             if ex is None and self._off_request:  # PSCI CPU_OFF: sleep (next turn) until CPU_ON or a kick
                 self._off_request = False
                 with self._lock:
@@ -930,6 +952,75 @@ class _Core:
     def _was_kicked(self) -> bool:
         with self._lock:
             return self._kicked
+
+    # ---- the IRQ input (KVM_IRQ_LINE type CPU: no interrupt controller) -------------------------------
+    def set_irq_line(self, level: bool) -> None:
+        """Any thread: a rising line stops a running vCPU (as a kick does, with one vCPU; with several, at
+        the end of its turn) so that its run loop takes the IRQ; a vCPU waiting in WFI wakes up."""
+        with self._lock:
+            if self._irq == level:
+                return
+            self._irq = level
+            if not level:
+                return
+            self._irq_poll = True
+            self._lock.notify_all()
+            stop = self._running and self._sched is None
+        if stop:
+            self._stop_soon()
+
+    def _sync_irq(self) -> bool | Exit:
+        """At the top of each pass of the run loop: follow the line with the block hook (which notices the
+        guest unmasking IRQs: MSR DAIFClr, MSR DAIF and ERET end a translated block), and take the IRQ if
+        it is high and PSTATE.I clear: SPSR_EL1/ELR_EL1 (the next instruction), PC = VBAR_EL1 + 0x280
+        (0x480 from EL0, 0x80 on SP_EL0), DAIF masked."""
+        with self._lock:
+            self._irq_poll = False
+            line = self._irq
+        uc = self._uc
+        if line != (self._irq_hook is not None):
+            if self._irq_hook is None:
+                self._irq_hook = uc.hook_add(UC_HOOK_BLOCK, self._on_block_irq)
+            else:
+                uc.hook_del(self._irq_hook)
+                self._irq_hook = None
+            uc.ctl_flush_tb()  # unicorn decides at translation time which blocks call hooks
+        if not line or uc.reg_read(A.UC_ARM64_REG_PSTATE) & _PSTATE_I:
+            return False
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        if not self._take_exception(None, pc, kind=_VECTOR_IRQ):
+            return Exit(ExitReason.FAULT, signal=SIGILL, far=self._far, detail=f"IRQ at {pc:#x} with no vectors")
+        if self._control & GUESTDBG_SINGLESTEP:  # KVM stepping runs the guest with PSTATE.SS = 1: an IRQ
+            # taken before the stepped instruction saves it (SPSR_EL1.SS = 1), so the ERET steps it again
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, self._get_extra("spsr_el1") | PSTATE_SS))
+        return True
+
+    def _on_block_irq(self, uc: Uc, addr: int, size: int, _ud: object) -> None:
+        """Block hook while the line is high: once PSTATE.I is clear, stop before the block runs."""
+        if not uc.reg_read(A.UC_ARM64_REG_PSTATE) & _PSTATE_I:
+            self._irq_poll = True
+            uc.emu_stop()
+
+    def _after_wfi(self) -> bool:
+        """Did an uncounted emu_start (one vCPU running freely) return because of a WFI?  Unicorn halts
+        there with PC after it, and nothing else stops without a reason.  A WFI completes at once while
+        stepping (the debugger's or the guest's own: what arm64 KVM on the emulated host's CPU shows, an
+        architecturally allowed early wake-up) and with several vCPUs (a turn ends, the others run)."""
+        if self._rearm or self._off_request or self._guest_exc is not None:
+            return False
+        uc = self._uc
+        try:
+            return int.from_bytes(uc.mem_read(uc.reg_read(A.UC_ARM64_REG_PC) - 4, 4), "little") == _WFI
+        except UcError:
+            return False
+
+    def _wait_for_interrupt(self) -> bool:
+        """WFI as KVM does it (kvm_vcpu_wfi): sleep until the IRQ line is high (True; masked or not, it
+        wakes the WFI) or a kick (False: KVM_RUN returns EINTR, PC after the WFI)."""
+        with self._lock:
+            while not (self._irq or self._kicked):
+                self._lock.wait()
+            return self._irq
 
     def _sleep(self) -> Exit:
         """The only vCPU powered itself off (PSCI CPU_OFF): like KVM_RUN, sleep until a signal (a kick)."""
@@ -1005,21 +1096,26 @@ class _Core:
                 return
             self._lock.notify_all()  # the vCPU sleeping after CPU_OFF
         if running:
-            self._uc.emu_stop()
+            self._stop_soon()
+
+    def _stop_soon(self) -> None:
+        self._uc.emu_stop()
+        with self._lock:
             if self._retrier is None:  # one long-lived thread: starting one per kick costs ~0.1 ms
                 self._retrier = threading.Thread(target=self._kick_retry, daemon=True, name="sim-kick")
                 self._retrier.start()
-            self._retry.set()
+        self._retry.set()
 
     def _kick_retry(self) -> None:
-        """Repeat emu_stop while a kick is unseen: one that lands just before emu_start is lost."""
+        """Repeat emu_stop while a kick (or a rising IRQ line) is unseen: one that lands just before
+        emu_start is lost."""
         while True:
             self._retry.wait()
             self._retry.clear()
             for _ in range(5000):
                 time.sleep(0.002)
                 with self._lock:
-                    if not (self._kicked and self._running):
+                    if not ((self._kicked or self._irq_poll) and self._running):
                         break
                 self._uc.emu_stop()
 
@@ -1201,6 +1297,7 @@ class SimBackend:
             vcpus=len(self._cores),
             debug_id=dfr0,
             far_policy=self.far_policy.value,
+            irq_line=True,
             notes=notes,
         )
 
@@ -1288,6 +1385,9 @@ class SimBackend:
 
     def kick(self, vcpu: int = 0) -> None:
         self._core(vcpu).kick()
+
+    def set_irq_line(self, level: bool, vcpu: int = 0) -> None:
+        self._core(vcpu).set_irq_line(bool(level))
 
     def close(self) -> None:
         """Unmaps the guest; the backend is unusable afterwards."""

@@ -16,6 +16,7 @@
 //   0x70 unexpected  (the first ESR of any other exception; its instruction is skipped)
 //   0x78 value0      0x80 value1         scenario-specific values the guest read back
 //   0x88 log_n       0x90 log[8]         the EC of every exception, in order
+//   0xd0 irq_count   0xd8 irq_elr  0xe0 irq_spsr   IRQ (VBAR_EL1 + 0x280): SPSR.I = 1 (return masked)
 //
 // `brk #0x5501` (SIGNAL) in the b_/c*_ scenarios is a signal to a debugger that has set guest debug:
 // the BRK exits to userspace (MDCR_EL2.TDE) and the driver moves PC past it.
@@ -33,6 +34,7 @@
     .equ    MDSCR_MDE, 0x8000
     .equ    SPSR_D, 0x200
     .equ    SPSR_SS, 0x200000
+    .equ    SPSR_I, 0x80
 
     .equ    BRK_COUNT, 0x00
     .equ    BRK_ELR, 0x08
@@ -50,7 +52,10 @@
     .equ    VALUE1, 0x80
     .equ    LOG_N, 0x88
     .equ    LOG, 0x90
-    .equ    RESULTS_SIZE, 0xd0
+    .equ    IRQ_COUNT, 0xd0
+    .equ    IRQ_ELR, 0xd8
+    .equ    IRQ_SPSR, 0xe0
+    .equ    RESULTS_SIZE, 0xe8
 
     .macro  adr_l reg, sym
     adrp    \reg, \sym
@@ -395,6 +400,55 @@ c14_svc:
     svc     #0x14
     b       done
 
+// C14: an IRQ pending (the VMM holds the vCPU's IRQ line high) while a step starts with PSTATE.I = 0 is
+// taken first: the step exit lands on VBAR_EL1 + 0x280 with ELR_EL1 = the instruction not yet run
+    scenario c14_step_irq
+    msr     daifclr, #2
+    .globl  c14_irq_signal
+c14_irq_signal:
+    brk     #SIGNAL
+    .globl  c14_irq_insn
+c14_irq_insn:
+    add     x5, x5, #1
+    b       done
+
+// C14: with PSTATE.I = 1 the pending IRQ waits (a step moves one instruction); the guest unmasking it
+// takes it at once (ELR_EL1 = the instruction after the msr)
+    scenario c14_irq_masked
+    .globl  c14_masked_signal
+c14_masked_signal:
+    brk     #SIGNAL
+    .globl  c14_masked_insn
+c14_masked_insn:
+    add     x5, x5, #1
+    msr     daifclr, #2
+    .globl  c14_unmasked
+c14_unmasked:
+    add     x5, x5, #1
+    b       done
+
+// C14: WFI waits for the IRQ line (or a signal to the vCPU thread); IRQs stay masked here
+    scenario c14_wait_wfi
+    .globl  c14_wfi_signal
+c14_wfi_signal:
+    brk     #SIGNAL
+    .globl  c14_wfi
+c14_wfi:
+    wfi
+    b       done
+
+// An IRQ raised from another thread while the guest spins with PSTATE.I = 0 is taken in the loop
+    scenario c14_irq_spin
+    msr     daifclr, #2
+    .globl  c14_spin_signal
+c14_spin_signal:
+    brk     #SIGNAL
+    .globl  c14_spin
+c14_spin:
+    ldr     x0, [x16, #IRQ_COUNT]
+    cbz     x0, c14_spin
+    b       done
+
 // ---- the guest's exception handler ----------------------------------------------------------------
     .balign 2048
     .globl  vectors
@@ -406,7 +460,9 @@ vectors:
     .endr
     b       sync_handler                // + 0x200: current EL with SP_ELx, synchronous
     .balign 128
-    .rept   3
+    b       irq_handler                 // + 0x280: current EL with SP_ELx, IRQ
+    .balign 128
+    .rept   2
     b       .
     .balign 128
     .endr
@@ -486,6 +542,19 @@ on_svc:
     incr    SVC_COUNT
     str     x17, [x16, #SVC_ELR]
 out:
+    ldp     x0, x1, [sp], #16
+    eret
+
+// the IRQ line is level-sensitive and only the VMM lowers it: return with IRQs masked, or it comes back
+irq_handler:
+    stp     x0, x1, [sp, #-16]!
+    adr_l   x16, results
+    incr    IRQ_COUNT
+    mrs     x0, elr_el1
+    str     x0, [x16, #IRQ_ELR]
+    mrs     x0, spsr_el1
+    str     x0, [x16, #IRQ_SPSR]
+    set_spsr SPSR_I
     ldp     x0, x1, [sp], #16
     eret
 

@@ -133,6 +133,7 @@ _ONE_REG = struct.Struct("<QQ")  # struct kvm_one_reg: id, addr
 assert _ONE_REG.size == sizeof(uapi.kvm_one_reg)
 _VCPU_INIT = Codec(uapi.kvm_vcpu_init)
 _GUEST_DEBUG = Codec(uapi.kvm_guest_debug_arm64)
+_IRQ_LEVEL = Codec(uapi.kvm_irq_level)
 _DEBUG_EXIT = Codec(uapi.kvm_debug_exit_arch_arm64)
 _RUN = uapi.kvm_run_arm64
 _RUN_IMMEDIATE_EXIT = offsetof(_RUN, "immediate_exit")
@@ -262,6 +263,7 @@ class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
             vcpus=self.cpus,
             debug_id=self.id_aa64dfr0(),
             far_policy="this host CPU's",
+            irq_line=True,
             notes=tuple(notes),
         )
 
@@ -364,6 +366,21 @@ class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
         host.ioctl_in(v.fd, uapi.KVM_SET_GUEST_DEBUG_ARM64, _GUEST_DEBUG.pack(values), what="KVM_SET_GUEST_DEBUG")
         v.dbg = dbg.copy()
         v.control = control if control & GUESTDBG_ENABLE else 0
+
+    def set_irq_line(self, level: bool, vcpu: int = 0) -> None:
+        """KVM_IRQ_LINE with type CPU (this VM has no in-kernel GIC): KVM kicks the vCPU if it runs."""
+        v = self._cpu(vcpu)
+        irq = uapi.KVM_ARM_IRQ_TYPE_CPU << uapi.KVM_ARM_IRQ_TYPE_SHIFT
+        irq |= v.index << uapi.KVM_ARM_IRQ_VCPU_SHIFT | uapi.KVM_ARM_IRQ_CPU_IRQ
+        with self._lock:
+            if self._closed:
+                raise BackendError("the VM is closed")
+            host.ioctl_in(
+                self._vm,
+                uapi.KVM_IRQ_LINE,
+                _IRQ_LEVEL.pack({"irq": irq, "level": int(bool(level))}),
+                what="KVM_IRQ_LINE",
+            )
 
     # ---- Backend: run ------------------------------------------------------------------------------------
     def _run_until_exit(self, v: _Arm64Vcpu) -> Exit:

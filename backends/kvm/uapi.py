@@ -84,6 +84,7 @@ kvm_userspace_memory_region = Struct(
 )
 kvm_one_reg = Struct("id" / u64, "addr" / u64)
 kvm_vcpu_init = Struct("target" / u32, "features" / Array(7, u32))
+kvm_irq_level = Struct("irq" / u32, "level" / u32)  # irq: a union with the unused __s32 status
 
 # ---- x86-64 (arch/x86/include/uapi/asm/kvm.h) ---------------------------------------------------------
 _X86_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp") + tuple(f"r{i}" for i in range(8, 16))
@@ -265,6 +266,7 @@ KVM_SET_GUEST_DEBUG_ARM64 = _iow(0x9B, kvm_guest_debug_arm64)
 KVM_GET_ONE_REG = _iow(0xAB, kvm_one_reg)  # _IOW although it reads: the struct only carries a pointer
 KVM_SET_ONE_REG = _iow(0xAC, kvm_one_reg)
 KVM_ARM_VCPU_INIT = _iow(0xAE, kvm_vcpu_init)
+KVM_IRQ_LINE = _iow(0x61, kvm_irq_level)  # a VM ioctl
 
 # ---- exit reasons (kvm_run.exit_reason) ----------------------------------------------------------------
 KVM_EXIT_UNKNOWN = 0
@@ -333,6 +335,13 @@ KVM_ARM_TARGET_GENERIC_V8 = 5
 KVM_ARM_VCPU_POWER_OFF = 0
 KVM_ARM_VCPU_PSCI_0_2 = 2
 KVM_DEBUG_ARCH_HSR_HIGH_VALID = 1
+# KVM_IRQ_LINE's irq on arm64: vcpu2_index[31:28] | irq_type[27:24] | vcpu_index[23:16] | irq_id[15:0].
+# Type CPU drives a vCPU's own IRQ/FIQ input; it is the only type without an in-kernel GIC.
+KVM_ARM_IRQ_TYPE_SHIFT = 24
+KVM_ARM_IRQ_VCPU_SHIFT = 16
+KVM_ARM_IRQ_TYPE_CPU = 0
+KVM_ARM_IRQ_CPU_IRQ = 0
+KVM_ARM_IRQ_CPU_FIQ = 1
 
 # ---- what tests/kvm/test_uapi_layout.py checks against the C headers ----------------------------------
 X86_64_STRUCTS: dict[str, Construct] = {
@@ -360,6 +369,7 @@ ARM64_STRUCTS: dict[str, Construct] = {
     "kvm_userspace_memory_region": kvm_userspace_memory_region,
     "kvm_one_reg": kvm_one_reg,
     "kvm_vcpu_init": kvm_vcpu_init,
+    "kvm_irq_level": kvm_irq_level,
     "user_pt_regs": user_pt_regs,
     "user_fpsimd_state": user_fpsimd_state,
     "kvm_regs": kvm_regs_arm64,
@@ -400,6 +410,7 @@ ARM64_IOCTLS: dict[str, int] = _COMMON_IOCTLS | {
     "KVM_SET_GUEST_DEBUG": KVM_SET_GUEST_DEBUG_ARM64,
     "KVM_ARM_VCPU_INIT": KVM_ARM_VCPU_INIT,
     "KVM_ARM_PREFERRED_TARGET": KVM_ARM_PREFERRED_TARGET,
+    "KVM_IRQ_LINE": KVM_IRQ_LINE,
 }
 # Constants the test also compares (C macro name -> value), per architecture.
 COMMON_CONSTANTS: dict[str, int] = {
@@ -467,4 +478,9 @@ ARM64_CONSTANTS: dict[str, int] = COMMON_CONSTANTS | {
     "KVM_ARM_VCPU_POWER_OFF": KVM_ARM_VCPU_POWER_OFF,
     "KVM_ARM_VCPU_PSCI_0_2": KVM_ARM_VCPU_PSCI_0_2,
     "KVM_DEBUG_ARCH_HSR_HIGH_VALID": KVM_DEBUG_ARCH_HSR_HIGH_VALID,
+    "KVM_ARM_IRQ_TYPE_SHIFT": KVM_ARM_IRQ_TYPE_SHIFT,
+    "KVM_ARM_IRQ_VCPU_SHIFT": KVM_ARM_IRQ_VCPU_SHIFT,
+    "KVM_ARM_IRQ_TYPE_CPU": KVM_ARM_IRQ_TYPE_CPU,
+    "KVM_ARM_IRQ_CPU_IRQ": KVM_ARM_IRQ_CPU_IRQ,
+    "KVM_ARM_IRQ_CPU_FIQ": KVM_ARM_IRQ_CPU_FIQ,
 }

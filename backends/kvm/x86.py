@@ -343,6 +343,11 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
             notes=tuple(notes),
         )
 
+    def set_irq_line(self, level: bool, vcpu: int = 0) -> None:
+        """x86-64 has no per-vCPU interrupt line without an in-kernel irqchip (capability irq_line off)."""
+        self._cpu(vcpu)
+        raise BackendError("the x86-64 backend has no interrupt line (no in-kernel irqchip or APIC is created)")
+
     # ---- Backend: memory ---------------------------------------------------------------------------------
     def _check_range(self, addr: int, size: int) -> None:
         if self._closed:

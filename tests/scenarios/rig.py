@@ -129,6 +129,9 @@ class Traced:
     def kick(self, vcpu: int = 0) -> None:
         self.backend.kick(vcpu)
 
+    def set_irq_line(self, level: bool, vcpu: int = 0) -> None:
+        self.backend.set_irq_line(level, vcpu)
+
     def close(self) -> None:
         self.backend.close()
 

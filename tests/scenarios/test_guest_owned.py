@@ -9,6 +9,8 @@ off.  With guest debug off, nothing may exit to userspace before that: one run()
 from __future__ import annotations
 
 import struct
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +31,9 @@ STEP = GUESTDBG_SINGLESTEP
 EC_BRK64, EC_BREAKPT_LOW, EC_SOFTSTP_LOW = 0x3C, 0x30, 0x32
 EC_SVC64, EC_BP_CUR, EC_WP_CUR = 0x15, 0x31, 0x35
 PSTATE_SS = 1 << 21
+PSTATE_I = 1 << 7
+ISS_ISV = 1 << 24
+WAIT = 0.3  # seconds before another thread raises the IRQ line or signals the vCPU
 OSLSR_OSLK = 1 << 1
 CTX_BCR = 0x1E7
 MDSCR_KDE_MDE = 0xA000
@@ -53,12 +58,15 @@ class Results:
     value0: int
     value1: int
     log: tuple[int, ...]
+    irq_count: int
+    irq_elr: int
+    irq_spsr: int
 
 
 def read_results(vm: Traced, g: Guest) -> Results:
-    w = struct.unpack("<26Q", vm.read_memory(g["results"], 26 * 8))
+    w = struct.unpack("<29Q", vm.read_memory(g["results"], 29 * 8))
     log_n = min(w[17], 8)
-    return Results(*w[0:10], tuple(w[10:14]), w[14], w[15], w[16], tuple(w[18 : 18 + log_n]))
+    return Results(*w[0:10], tuple(w[10:14]), w[14], w[15], w[16], tuple(w[18 : 18 + log_n]), *w[26:29])
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +223,119 @@ def test_c14_step_over_svc_lands_on_the_guest_vector(vm: Traced, g: Guest) -> No
     assert not vm.get_reg("cpsr") & PSTATE_SS  # C16
 
 
-def test_c14_step_with_a_pending_interrupt(vm: Traced) -> None:
-    if not vm.capabilities().interrupt_controller:
-        pytest.skip(f"not applicable: the {vm.kind} backend models no interrupt controller (no IRQ can be pending)")
-    pytest.fail("a backend with an interrupt controller needs this scenario written")  # pragma: no cover
+def _needs_irq_line(vm: Traced) -> None:
+    if not vm.capabilities().irq_line:
+        pytest.skip(f"not applicable: the {vm.kind} backend has no IRQ line to drive (no IRQ can be pending)")
+
+
+def _finish(vm: Traced, g: Guest) -> Results:
+    """Line low, guest debug off: the guest powers off; its results."""
+    vm.set_irq_line(False)
+    vm.set_guest_debug(0)
+    ex = vm.run()
+    assert ex.reason is ExitReason.SHUTDOWN, describe_exit(ex)
+    r = read_results(vm, g)
+    assert r.unexpected == 0, f"unexpected exception, ESR {r.unexpected:#x}"
+    return r
+
+
+def _later(seconds: float, action: Callable[[], None]) -> threading.Timer:
+    t = threading.Timer(seconds, action)
+    t.start()
+    return t
+
+
+def test_c14_step_with_a_pending_interrupt(vm: Traced, g: Guest) -> None:
+    """KVM_IRQ_LINE (type CPU) high and PSTATE.I = 0: the IRQ is taken before the stepped instruction, and
+    entry clears PSTATE.SS, so the step exit lands on VBAR_EL1 + 0x280 with ELR_EL1 = that instruction."""
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_step_irq", "c14_irq_signal", GUESTDBG_ENABLE)
+    vm.set_irq_line(True)
+    vm.set_guest_debug(GUESTDBG_ENABLE | STEP)
+    ex = vm.run()
+    assert (ex.reason, ex.ec) == (ExitReason.DEBUG, EC_SOFTSTP_LOW), describe_exit(ex)
+    assert vm.get_reg("pc") == g["vectors"] + 0x280
+    assert vm.get_reg("elr_el1") == g["c14_irq_insn"]
+    spsr = vm.get_reg("spsr_el1")
+    assert not spsr & PSTATE_I, "SPSR_EL1: IRQs were unmasked when it was taken"
+    assert spsr & PSTATE_SS, "taken before the stepped instruction: SPSR_EL1.SS = 1 (KVM steps with PSTATE.SS = 1)"
+    assert vm.get_reg("cpsr") & (PSTATE_SS | PSTATE_I | 0xF) == PSTATE_I | 0x5  # EL1h, I masked, SS clear
+    r = _finish(vm, g)
+    assert (r.irq_count, r.irq_elr) == (1, g["c14_irq_insn"])
+
+
+def test_c14_a_masked_interrupt_waits_until_the_guest_unmasks_it(vm: Traced, g: Guest) -> None:
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_irq_masked", "c14_masked_signal", GUESTDBG_ENABLE)
+    vm.set_irq_line(True)
+    vm.set_guest_debug(GUESTDBG_ENABLE | STEP)
+    ex = vm.run()
+    assert (ex.reason, ex.ec, vm.get_reg("pc")) == (ExitReason.DEBUG, EC_SOFTSTP_LOW, g["c14_masked_insn"] + 4)
+    vm.set_guest_debug(GUESTDBG_ENABLE)
+    ex = vm.run()  # msr daifclr, #2: the IRQ at once; the handler returns masked; the guest powers off
+    assert ex.reason is ExitReason.SHUTDOWN, describe_exit(ex)
+    r = read_results(vm, g)
+    assert (r.irq_count, r.irq_elr, r.unexpected) == (1, g["c14_unmasked"], 0)
+    assert not r.irq_spsr & PSTATE_I
+
+
+def test_c14_a_stepped_wfi_completes_at_once(vm: Traced, g: Guest) -> None:
+    """Stepping a WFI with no interrupt (the reference's guess: it blocks) completes it at once: arm64 KVM on
+    the emulated host does not trap WFI (the vCPU thread is alone on its CPU) and the CPU ends a stepped
+    WFI with the step exception, an early wake-up the architecture allows.  ISS.ISV = 1: not emulated.
+    A kick after 5 s turns a step that blocks into an INTERRUPTED exit and a clear failure."""
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_wait_wfi", "c14_wfi_signal", GUESTDBG_ENABLE)
+    vm.set_guest_debug(GUESTDBG_ENABLE | STEP)
+    timer = threading.Timer(5.0, vm.kick)
+    timer.start()
+    try:
+        ex = vm.run()
+    finally:
+        timer.cancel()
+    assert (ex.reason, ex.ec, vm.get_reg("pc")) == (ExitReason.DEBUG, EC_SOFTSTP_LOW, g["c14_wfi"] + 4)
+    assert ex.esr & ISS_ISV, "the WFI ran in the guest: KVM did not emulate it"
+    assert _finish(vm, g).irq_count == 0
+
+
+def test_c14_wfi_wakes_when_the_interrupt_line_rises(vm: Traced, g: Guest) -> None:
+    """Running freely with IRQs masked, WFI waits until another thread raises the line, then completes
+    (a masked IRQ still wakes it); the guest powers off without taking the IRQ."""
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_wait_wfi", "c14_wfi_signal", GUESTDBG_ENABLE)
+    vm.set_guest_debug(0)
+    t0 = time.monotonic()
+    timer = _later(WAIT, lambda: vm.set_irq_line(True))
+    ex = vm.run()
+    waited = time.monotonic() - t0
+    timer.join()
+    assert ex.reason is ExitReason.SHUTDOWN, describe_exit(ex)
+    assert waited >= WAIT * 0.9, f"the WFI did not wait for the line ({waited:.3f} s)"
+    r = read_results(vm, g)
+    assert (r.irq_count, r.unexpected) == (0, 0)
+
+
+def test_c14_wfi_without_an_interrupt_blocks_until_a_signal(vm: Traced, g: Guest) -> None:
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_wait_wfi", "c14_wfi_signal", GUESTDBG_ENABLE)
+    t0 = time.monotonic()
+    timer = _later(WAIT, vm.kick)
+    ex = vm.run()
+    waited = time.monotonic() - t0
+    timer.join()
+    assert ex.reason is ExitReason.INTERRUPTED, describe_exit(ex)
+    assert vm.get_reg("pc") == g["c14_wfi"] + 4
+    assert waited >= WAIT * 0.9, f"KVM_RUN returned before the signal ({waited:.3f} s)"
+    assert _finish(vm, g).irq_count == 0
+
+
+def test_c14_an_interrupt_raised_while_the_guest_runs_is_taken(vm: Traced, g: Guest) -> None:
+    _needs_irq_line(vm)
+    run_to_signal(vm, g, "c14_irq_spin", "c14_spin_signal", GUESTDBG_ENABLE)
+    vm.set_guest_debug(0)
+    timer = _later(WAIT, lambda: vm.set_irq_line(True))
+    ex = vm.run()  # the guest spins until its handler has counted the IRQ, then powers off
+    timer.join()
+    assert ex.reason is ExitReason.SHUTDOWN, describe_exit(ex)
+    r = read_results(vm, g)
+    assert r.irq_count == 1 and g["c14_spin"] <= r.irq_elr <= g["c14_spin"] + 8, r
