@@ -85,6 +85,7 @@ class Machine(Target):
         for cpu in self.cpus:
             cpu._push(0)
         self.pending.clear()
+        self.lower_irq_lines()
 
     def begin_resume(self) -> None:
         for cpu in self.cpus:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from backends.api import BackendError
 from gdbstub.target import Target
 
 HELP = """\
 monitor caps    the backend's capabilities: BRP and WRP counts, single-step, notes
 monitor slots   every BRP/WRP: free, or which gdb point owns it, with its encoded registers
+monitor irq on|off
+                raise or lower the selected thread's (vCPU's) IRQ line; gdb's lines go low when it leaves
 monitor help    this text"""
 
 
@@ -29,6 +32,7 @@ def run_command(target: Target, command: str) -> str:
             lines.append(f"ID_AA64DFR0_EL1: {c.debug_id:#x}")
         if c.far_policy:
             lines.append(f"watchpoint FAR policy: {c.far_policy}")
+        lines.append(f"IRQ line per vCPU (monitor irq): {'yes' if c.irq_line else 'no'}")
         lines += [f"note: {n}" for n in c.notes]
         return "\n".join(lines)
     if words[0] == "slots":
@@ -41,4 +45,19 @@ def run_command(target: Target, command: str) -> str:
             ["all slots free now (gdb removes its points while stopped); during the last run:"]
             + ["  " + line for line in target.last_run_slots]
         )
+    if words[0] == "irq":
+        return _irq(target, words[1:])
     return f"unknown monitor command {words[0]!r}\n{HELP}"
+
+
+def _irq(target: Target, args: list[str]) -> str:
+    levels = {"on": True, "1": True, "high": True, "off": False, "0": False, "low": False}
+    if len(args) != 1 or args[0] not in levels:
+        return "usage: monitor irq on|off"
+    if not target.caps.irq_line:
+        return "this backend has no IRQ line (capability irq_line: no)"
+    try:
+        target.set_irq_line(levels[args[0]])
+    except BackendError as e:
+        return f"error: {e}"
+    return f"vCPU {target.vcpu}: IRQ line {'high' if levels[args[0]] else 'low'}"

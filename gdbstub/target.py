@@ -89,6 +89,7 @@ class Target:
         self.arch = arch_for(caps.arch)
         self.slots = self.arch.new_slot_table(caps)
         self.sw_breakpoints: dict[int, bytes] = {}  # address -> the original instruction bytes
+        self.irq_raised: set[int] = set()  # vCPUs whose IRQ line `monitor irq on` raised
         self.last_stop = StopEvent(GDB_SIGTRAP, detail="halted at entry")
         self.exited = False
         self._pushed: tuple[int, int, int] | None = None  # (control, slots.generation, _guest_generation) pushed
@@ -227,6 +228,25 @@ class Target:
             self.remove_sw_breakpoint(addr, 4)
         self.slots.clear()
         self._push(0)
+        self.lower_irq_lines()
+
+    def set_irq_line(self, level: bool) -> None:
+        """`monitor irq on|off`: the selected vCPU's IRQ input (BackendError if the backend has none)."""
+        vcpu = self.vcpu
+        self.backend.set_irq_line(level, vcpu)
+        if level:
+            self.irq_raised.add(vcpu)
+        else:
+            self.irq_raised.discard(vcpu)
+
+    def lower_irq_lines(self) -> None:
+        """A line gdb raised goes low when gdb leaves: the guest must not take IRQs nobody will clear."""
+        for vcpu in sorted(self.irq_raised):
+            try:
+                self.backend.set_irq_line(False, vcpu)
+            except BackendError as e:
+                log.warning(kv("irq", vcpu=vcpu, error=str(e)))
+        self.irq_raised.clear()
 
     # ---- run control --------------------------------------------------------------------------
     def begin_resume(self) -> None:
