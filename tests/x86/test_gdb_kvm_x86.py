@@ -93,8 +93,10 @@ def test_hbreak_and_continue(gdb_multiarch: str, kvm_server: ServerProcess, demo
     elf, sym = demo
     out = gdb(gdb_multiarch, kvm_server, elf, [
         "hbreak update_point", "continue", "p/x $pc", "continue", "p counter", "monitor slots", "stepi", "p/x $pc",
+        "monitor irq on",
     ])  # fmt: skip
     assert out.count("Breakpoint 1, update_point () at guests/x86/demo.S:") == 2
+    assert "this backend has no IRQ line" in out, out
     assert _values(out) == [hex(sym["update_point"]), "2", hex(sym["update_point"] + 7)]
     assert f"DR0 hbreak {sym['update_point']:#x} len 1" in out and "DR7 0x00000401" in out
     assert kvm_server.log().count("event=stop reason=hwbreak") == 2
