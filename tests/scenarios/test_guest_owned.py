@@ -329,7 +329,12 @@ def test_c14_wfi_without_an_interrupt_blocks_until_a_signal(vm: Traced, g: Guest
     assert _finish(vm, g).irq_count == 0
 
 
-def test_c14_an_interrupt_raised_while_the_guest_runs_is_taken(vm: Traced, g: Guest) -> None:
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_c14_an_interrupt_raised_while_the_guest_runs_is_taken(
+    make_vm: Callable[..., Traced], g: Guest, cpus: int
+) -> None:
+    """From another thread, while vCPU 0 runs (with a second vCPU powered off: the sim then runs by turns)."""
+    vm = make_vm(g, cpus)
     _needs_irq_line(vm)
     run_to_signal(vm, g, "c14_irq_spin", "c14_spin_signal", GUESTDBG_ENABLE)
     vm.set_guest_debug(0)
