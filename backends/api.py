@@ -130,10 +130,16 @@ class Backend(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     def read_memory(self, addr: int, size: int) -> bytes:
-        """Guest virtual addresses.  Raises GuestMemoryError if any byte is outside guest memory."""
+        """Guest physical addresses (what the guest's MMU maps to; translate() gives them).  Raises
+        GuestMemoryError if any byte is outside guest memory."""
         ...
 
     def write_memory(self, addr: int, data: bytes) -> None: ...
+
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        """The guest physical address that this vCPU's MMU maps the virtual address to now (itself with
+        the MMU off), as x86's KVM_TRANSLATE answers; GuestMemoryError if nothing is mapped there."""
+        ...
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         """Every register of the arch table (KVM_GET_ONE_REG for each, or GET_REGS)."""

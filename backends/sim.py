@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from unicorn import (  # type: ignore[attr-defined]
@@ -54,12 +54,13 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_MEM_WRITE_PROT,
     UC_MODE_ARM,
     UC_PROT_ALL,
+    UC_PROT_EXEC,
     UC_PROT_WRITE,
     Uc,
     UcError,
 )
 from unicorn import arm64_const as A
-from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_TLB_VIRTUAL
 
 from backends.api import (
     EC_BREAKPT_LOW,
@@ -80,6 +81,7 @@ from backends.api import (
     GuestMemoryError,
     X86DebugRegs,
 )
+from backends.arm64_mmu import MmuRegs, translate
 from backends.elf import Image
 from backends.guestdebug import (
     ID_AA64DFR0_EL1,
@@ -96,6 +98,8 @@ RAM_BASE = 0x4000_0000
 UART_BASE = 0x0900_0000
 UART_SIZE = 0x1000
 _NEVER = (1 << 64) - 1  # an `until` address no A64 instruction can have (unaligned)
+_MMU_WATCH_MAX = 16 << 20  # with the MMU on, a watch's first 16 MiB are translated (page by page) and watched
+_TRAP_PAGE = 0xFFFF_FFFF_F000  # physical, outside RAM and devices: where _NEVER translates (see _on_tlb_fill)
 _PAGE_SIZE = 0x1000
 _RAM_CHUNK = 2 << 20
 _PAGE_MASK = _PAGE_SIZE - 1
@@ -198,12 +202,20 @@ _SYSREGS: dict[str, int] = {
     "far_el1": A.UC_ARM64_REG_FAR_EL1,
     "vbar_el1": A.UC_ARM64_REG_VBAR_EL1,
     "cpacr_el1": A.UC_ARM64_REG_CPACR_EL1,
+    "ttbr0_el1": A.UC_ARM64_REG_TTBR0_EL1,
+    "ttbr1_el1": A.UC_ARM64_REG_TTBR1_EL1,
+    "mair_el1": A.UC_ARM64_REG_MAIR_EL1,
 }
 _SPSR_EL1 = (4, 0, 3, 0, 0)  # (CRn, CRm, op0, op1, op2): unicorn names no SPSR_EL1, its CP_REG does
 _CONTEXTIDR = (13, 0, 3, 0, 1)  # CONTEXTIDR_EL1 as unicorn's CP_REG names it
+_SCTLR = (1, 0, 3, 0, 0)
+_TCR = (2, 0, 3, 0, 2)
+_CP_REGS = {"spsr_el1": _SPSR_EL1, "contextidr_el1": _CONTEXTIDR, "sctlr_el1": _SCTLR, "tcr_el1": _TCR}
+_SCTLR_RESET = 0x00C5_0078  # KVM's reset_val for SCTLR_EL1 (arch/arm64/kvm/sys_regs.c), as the guest reads it
+_SCTLR_KEY = (3, 0, 1, 0, 0)  # (op0, op1, CRn, CRm, op2), as the sysreg hook names it
 # the registers KVM traps and emulates against the guest's own copy (backends/guestdebug.py)
 _GUEST_DEBUG_REGS: dict[str, SysReg] = debug_reg_names()
-_EXTRA_REGS = set(_SYSREGS) | {"spsr_el1", "sp_el0", "sp_el1", "contextidr_el1"} | set(_GUEST_DEBUG_REGS)
+_EXTRA_REGS = set(_SYSREGS) | set(_CP_REGS) | {"sp_el0", "sp_el1"} | set(_GUEST_DEBUG_REGS)
 _ERET = 0xD69F03E0
 
 
@@ -259,6 +271,7 @@ class _Watch:
     el0: bool
     el1: bool
     guest_n: int = -1  # the guest's own WRP n (its enable conditions are checked at each hit), -1: the host's
+    va_delta: int = 0  # MMU on: start/end are the physical bytes behind the watched page; virtual = + this
 
 
 def decode_breakpoint(bcr: int, bvr: int, linked: bool = False) -> int | None:
@@ -273,7 +286,14 @@ def decode_breakpoint(bcr: int, bvr: int, linked: bool = False) -> int | None:
         return None
     if not (bcr >> 1) & 0b11:
         return None
-    return bvr & ((1 << 53) - 1) & ~0b11  # bits 63:53 (RESS) take no part in the comparison
+    return _va(bvr) & ~0b11
+
+
+def _va(value: int) -> int:
+    """DBGBVR/DBGWVR bits [52:0] as the virtual address they match: bits 63:53 (RESS) are taken as the
+    sign extension of bit 52, which is what an upper-half address (a kernel's) has there."""
+    value &= (1 << 53) - 1
+    return value | (_MASK64 & ~((1 << 53) - 1)) if value >> 52 & 1 else value
 
 
 def decode_watchpoint(wcr: int, wvr: int, guest_n: int = -1) -> _Watch | None:
@@ -289,7 +309,7 @@ def decode_watchpoint(wcr: int, wvr: int, guest_n: int = -1) -> _Watch | None:
     mask = (wcr >> 24) & 0x1F
     if (wcr >> 20) & 1 or lsc == 0 or pac == 0:  # linked (WT=1) is not modelled; LSC 00 is reserved
         return None
-    addr = wvr & ((1 << 53) - 1)
+    addr = _va(wvr)
     if mask:
         if mask < 3:  # MASK 1 and 2 are reserved: never fire
             return None
@@ -341,6 +361,13 @@ class _Core:
         self.brps, self.wrps = vm.brps, vm.wrps
         ram_base, ram_size = vm.ram_base, vm.ram_size
         self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
+        # Stage 1 translation is ours (backends/arm64_mmu.py, on each unicorn TLB miss): unicorn 2.1.4's own
+        # walk checks the virtual address against its memory map, so a guest whose MMU maps memory anywhere
+        # but at its own physical address (a kernel's upper half) would fault there.
+        uc: Any = self._uc
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        uc.hook_add(UC_HOOK_TLB_FILL, self._on_tlb_fill)
+        uc.mem_map(_TRAP_PAGE, _PAGE_SIZE, UC_PROT_EXEC)
         # RAM is host memory the machine owns (reads need no copy through unicorn), mapped in 2 MiB pieces:
         # unicorn splits a region to protect one page of it, and a split of the whole RAM costs ~100 ms.
         # Every vCPU maps the same host memory: its own mapping carries its own watchpoint protections.
@@ -388,6 +415,7 @@ class _Core:
         self._retry = threading.Event()
         self._retrier: threading.Thread | None = None
         self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
+        self._uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SCTLR, _SCTLR_RESET))  # KVM's reset value (MMU off)
         self._reset_context = self._uc.context_save()  # what CPU_ON starts from (kvm_reset_vcpu)
 
     def _new_guest_state(self) -> GuestDebugState:
@@ -463,10 +491,8 @@ class _Core:
         uc = self._uc
         if name in _GUEST_DEBUG_REGS:
             return self._guest.read(_GUEST_DEBUG_REGS[name])
-        if name == "contextidr_el1":
-            return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _CONTEXTIDR))
-        if name == "spsr_el1":
-            return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _SPSR_EL1))
+        if name in _CP_REGS:
+            return int(uc.reg_read(A.UC_ARM64_REG_CP_REG, _CP_REGS[name]))
         if name in ("sp_el0", "sp_el1"):
             live = (name == "sp_el1") == self._sp_el1_live()
             return int(uc.reg_read(A.UC_ARM64_REG_SP if live else getattr(A, f"UC_ARM64_REG_{name.upper()}")))
@@ -477,10 +503,10 @@ class _Core:
         if name in _GUEST_DEBUG_REGS:
             if self._guest.write(_GUEST_DEBUG_REGS[name], value) and self._control == 0:
                 self._hooks_dirty = True
-        elif name == "contextidr_el1":
-            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_CONTEXTIDR, value))
-        elif name == "spsr_el1":
-            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SPSR_EL1, value))
+        elif name in _CP_REGS:
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_CP_REGS[name], value))
+            if name == "sctlr_el1":
+                self._hooks_dirty = True  # watchpoints are kept differently with the MMU on
         elif name in ("sp_el0", "sp_el1"):
             live = (name == "sp_el1") == self._sp_el1_live()
             uc.reg_write(A.UC_ARM64_REG_SP if live else getattr(A, f"UC_ARM64_REG_{name.upper()}"), value)
@@ -497,7 +523,11 @@ class _Core:
         pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
         el, sp_h = (pstate >> 2) & 3, pstate & 1
         vector = uc.reg_read(A.UC_ARM64_REG_VBAR_EL1) + (0x400 if el == 0 else 0x200 if sp_h else 0) + kind
-        if not self.ram_base <= vector < self.ram_base + self.ram_size - 4:
+        try:
+            at = self.translate(vector)
+        except GuestMemoryError:
+            return False
+        if not self.ram_base <= at < self.ram_base + self.ram_size - 4:
             return False
         sp_el1 = self._get_extra("sp_el1")
         if not (el == 1 and sp_h):  # the live SP was SP_EL0: bank it, EL1h runs on SP_EL1
@@ -515,10 +545,83 @@ class _Core:
         self._exceptions += 1
         return True
 
+    # ---- stage 1 translation (guest virtual -> guest physical) --------------------------------------
+    def mmu_on(self) -> bool:
+        return bool(self._uc.reg_read(A.UC_ARM64_REG_CP_REG, _SCTLR) & 1)
+
+    def translate(self, va: int) -> int:
+        """What this vCPU's MMU maps ``va`` to now; GuestMemoryError (TranslationFault) if nothing."""
+        uc = self._uc
+        sctlr = uc.reg_read(A.UC_ARM64_REG_CP_REG, _SCTLR)
+        if not sctlr & 1:
+            return va
+        regs = MmuRegs(
+            sctlr,
+            uc.reg_read(A.UC_ARM64_REG_CP_REG, _TCR),
+            uc.reg_read(A.UC_ARM64_REG_TTBR0_EL1),
+            uc.reg_read(A.UC_ARM64_REG_TTBR1_EL1),
+        )
+        return translate(va, regs, self._vm.read_memory)
+
+    def _on_tlb_fill(self, uc: Uc, vaddr: int, access: int, entry: Any, _ud: object) -> bool:
+        """A unicorn TLB miss: the page's physical address (permissions are not modelled: all allowed).
+        False (no mapping) makes the access fail as an unmapped one: the sim reports it as a fault."""
+        try:
+            entry.paddr = self.translate(vaddr)
+        except GuestMemoryError:
+            if vaddr >> 10 != _NEVER >> 10:
+                return False
+            # unicorn looks up emu_start's `until` address (_NEVER) as code when it starts: it gets the
+            # trap page (all UDF), which no guest access can otherwise reach
+            entry.paddr, entry.perms = _TRAP_PAGE, UC_PROT_EXEC
+            return True
+        entry.perms = UC_PROT_ALL
+        return True
+
+    def _physical(self, watches: list[_Watch]) -> list[_Watch]:
+        """The watches as the physical bytes the MMU maps them to now (unicorn's memory hooks see physical
+        addresses): one per run of contiguous pages, unmapped pages left out.  The mapping is taken again
+        when the guest changes it (TLBI, SCTLR_EL1) or the debugger does; an access to the same memory
+        through another mapping (an alias) also hits, where the hardware compares virtual addresses."""
+        out: list[_Watch] = []
+        for w in watches:
+            va = w.start
+            end = min(w.end, w.start + _MMU_WATCH_MAX)
+            while va < end:
+                n = min(end - va, _PAGE_SIZE - (va & _PAGE_MASK))
+                try:
+                    pa = self.translate(va)
+                except GuestMemoryError:
+                    va += n
+                    continue
+                delta = (va - pa) & _MASK64
+                last = out[-1] if out else None
+                if last is not None and last.guest_n == w.guest_n and last.end == pa and last.va_delta == delta:
+                    out[-1] = replace(last, end=pa + n)
+                else:
+                    out.append(replace(w, start=pa, end=pa + n, va_delta=delta))
+                va += n
+        return out
+
+    def _read_va(self, addr: int, size: int) -> bytes:
+        """Guest memory at a virtual address (unicorn's mem_read takes physical ones), page by page."""
+        out = b""
+        while size > 0:
+            n = min(size, _PAGE_SIZE - (addr & _PAGE_MASK))
+            out += bytes(self._uc.mem_read(self.translate(addr), n))
+            addr, size = addr + n, size - n
+        return out
+
     def _on_sysreg(self, uc: Uc, reg: int, cp: Any, is_read: bool) -> int:
         """MRS/MSR: the debug registers are emulated against the guest's own copy (1 = skip the
         instruction: done here); ID_AA64DFR0_EL1 reads as the configured core.  Others run natively."""
         key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+        if key == _SCTLR_KEY and not is_read and self._watches and (cp.val ^ self._get_extra("sctlr_el1")) & 1:
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SCTLR, cp.val))  # done here (1: skipped)
+            self._emulated = True
+            self._rearm = True  # the MMU goes on or off: watched stores need the other kind of hook
+            uc.emu_stop()  # (the TLB is flushed as the hooks are reapplied)
+            return 1
         if is_read and key == _MPIDR_EL1:  # VMPIDR_EL2: read without a trap
             uc.reg_write(reg, self.mpidr)
             return 1
@@ -541,10 +644,14 @@ class _Core:
         return 1
 
     def _on_sys(self, uc: Uc, reg: int, cp: Any, _ud: object) -> int:
-        """SYS instructions, hooked with several vCPUs only: an instruction-cache invalidation (IC IVAU,
-        IALLU, IALLUIS) makes every other vCPU drop its translated code before its next turn, which is what
-        the architecture asks of code written for another CPU (unicorn sees only its own instance's stores
-        to code).  Every SYS still runs natively (0)."""
+        """SYS instructions (cheap: no hot loop runs them).  A TLB invalidation with watchpoints set and the
+        MMU on re-translates the watched pages.  With several vCPUs, an instruction-cache invalidation (IC
+        IVAU, IALLU, IALLUIS) makes every other vCPU drop its translated code before its next turn, which is
+        what the architecture asks of code written for another CPU (unicorn sees only its own instance's
+        stores to code).  Every SYS still runs natively (0)."""
+        if cp.op0 == 1 and cp.crn == 8 and self._watches and self.mmu_on():  # TLBI: the guest remapped
+            self._rearm = True  # something: take the watched pages' physical addresses again
+            uc.emu_stop()
         if cp.op0 == 1 and cp.crn == 7 and (cp.op1, cp.crm, cp.op2) in ((3, 5, 1), (0, 5, 0), (0, 1, 0)):
             for core in self._vm._cores:
                 if core is not self:
@@ -603,12 +710,20 @@ class _Core:
             self._hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr))
         ram_end = self.ram_base + self.ram_size
         protect: dict[int, int] = {}  # page -> permissions taken away
+        # with the MMU on, a watched virtual page may be any physical one (or several, over time): stores
+        # are watched with ranged hooks, which see virtual addresses, instead of page protections
+        mmu_on = self.mmu_on()
+        if mmu_on:
+            watches = self._physical(watches)
         for w in watches:
             near = max(w.start - _HOOK_MARGIN, 0)
             if w.load:  # unicorn caches a page as readable once a read-protection hook lets a load through,
                 # so loads are watched with a ranged hook on the watched bytes (and the margin below them)
                 self._hooks.append(uc.hook_add(UC_HOOK_MEM_READ, self._on_access, begin=near, end=w.end - 1))
             if not w.store:
+                continue
+            if mmu_on:
+                self._hooks.append(uc.hook_add(UC_HOOK_MEM_WRITE, self._on_access, begin=near, end=w.end - 1))
                 continue
             lo, hi = max(w.start - _ACCESS_MARGIN, self.ram_base), min(w.end, ram_end)
             pages = range(lo & ~_PAGE_MASK, hi, _PAGE_SIZE) if lo < hi else range(0)
@@ -679,7 +794,7 @@ class _Core:
             self._journal_low = addr
         self._journal_low = min(self._journal_low, addr)
         if write:
-            self._journal.append((addr, bytes(uc.mem_read(addr, size))))
+            self._journal.append((addr, bytes(uc.mem_read(addr, size))))  # (hooks get physical addresses)
 
     def _watch_hit(self, uc: Any, addr: int, size: int, write: bool) -> bool:
         """Does this access hit an enabled watchpoint?  If so, record the exit as KVM reports it."""
@@ -693,7 +808,7 @@ class _Core:
                     if self._guest_exc is not None or not self._guest.watchpoint_fires(w.guest_n, pstate, ctx):
                         continue
                     self._snapshot = uc.context_save()
-                    self._guest_exception(watchpoint_esr(pstate, write), self._far_of(addr, w))
+                    self._guest_exception(watchpoint_esr(pstate, write), self._far_of(addr, w) + w.va_delta)
                     return True
                 if el is None:
                     el = (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
@@ -706,6 +821,7 @@ class _Core:
                     far = self._journal_low
                 else:
                     far = self._journal_low & ~0xF
+                far = (far + w.va_delta) & _MASK64  # memory hooks see physical addresses; FAR is virtual
                 self._far = far
                 self._snapshot = uc.context_save()
                 self._stop(Exit(ExitReason.DEBUG, esr=esr_watchpoint(write), far=far))
@@ -752,7 +868,7 @@ class _Core:
     def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(A.UC_ARM64_REG_PC)
         if intno == _EXCP_BKPT:
-            insn = int.from_bytes(uc.mem_read(pc, 4), "little")
+            insn = int.from_bytes(self._read_va(pc, 4), "little")
             esr = esr_brk64((insn >> 5) & 0xFFFF)
             if self._control & GUESTDBG_ENABLE:  # MDCR_EL2.TDE: every debug exception exits to userspace
                 self._stop(Exit(ExitReason.DEBUG, esr=esr, far=self._far))
@@ -768,7 +884,7 @@ class _Core:
         elif intno in (_EXCP_DATA_ABORT, _EXCP_PREFETCH_ABORT):
             self._stop(Exit(ExitReason.FAULT, signal=SIGSEGV, detail=f"abort at {pc:#x}"))
         elif intno == _EXCP_SWI:  # SVC: the preferred return address is the next instruction (pc already is)
-            imm = (int.from_bytes(uc.mem_read(pc - 4, 4), "little") >> 5) & 0xFFFF
+            imm = (int.from_bytes(self._read_va(pc - 4, 4), "little") >> 5) & 0xFFFF
             if not self._take_exception(_esr(_EC_SVC64, imm), pc):
                 self._stop(Exit(ExitReason.FAULT, signal=SIGILL, detail=f"SVC at {pc - 4:#x} with no vectors"))
         else:  # HVC/SMC that are not PSCI calls: UNDEFINED at EL1 without EL2/EL3 firmware to take them
@@ -779,8 +895,8 @@ class _Core:
     def _is_hvc0(self, pc: int) -> bool:
         """`hvc #0`: undefined to unicorn, whose core has no EL2."""
         try:
-            return int.from_bytes(self._uc.mem_read(pc, 4), "little") == 0xD4000002
-        except UcError:
+            return int.from_bytes(self._read_va(pc, 4), "little") == 0xD4000002
+        except (UcError, GuestMemoryError):
             return False
 
     def _psci(self, uc: Any, next_pc: int) -> bool:
@@ -1010,8 +1126,8 @@ class _Core:
             return False
         uc = self._uc
         try:
-            return int.from_bytes(uc.mem_read(uc.reg_read(A.UC_ARM64_REG_PC) - 4, 4), "little") == _WFI
-        except UcError:
+            return int.from_bytes(self._read_va(uc.reg_read(A.UC_ARM64_REG_PC) - 4, 4), "little") == _WFI
+        except (UcError, GuestMemoryError):
             return False
 
     def _wait_for_interrupt(self) -> bool:
@@ -1042,8 +1158,8 @@ class _Core:
                 return Exit(ExitReason.FAULT, signal=SIGTRAP, far=self._far, detail=detail)
             return None
         try:
-            eret = int.from_bytes(uc.mem_read(pc, 4), "little") == _ERET
-        except UcError:
+            eret = int.from_bytes(self._read_va(pc, 4), "little") == _ERET
+        except (UcError, GuestMemoryError):
             eret = False
         eret_ss = self._get_extra("spsr_el1") & PSTATE_SS if eret else None
         return active, eret_ss
@@ -1253,8 +1369,7 @@ class SimBackend:
         self._sched = _Scheduler(self._cores, lock, SMP_QUANTUM, SMP_GATHER) if cpus > 1 else None
         for core in self._cores:
             core._sched = self._sched
-            if cpus > 1:  # one vCPU's own stores to code are seen by unicorn; another's need an IC
-                core._uc.hook_add(UC_HOOK_INSN, core._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
+            core._uc.hook_add(UC_HOOK_INSN, core._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
         self._uart_line = bytearray()
         if image is not None:
             self.load(image)
@@ -1326,6 +1441,9 @@ class SimBackend:
         if data:  # unicorn keeps translated code: drop any block built from the old bytes, on every vCPU
             for core in self._cores:
                 core._uc.ctl_remove_cache(addr, addr + len(data))
+
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        return self._core(vcpu).translate(addr)
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         return self._core(vcpu).get_regs()

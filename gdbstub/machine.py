@@ -29,6 +29,7 @@ class Machine(Target):
         for cpu in self.cpus:  # one set of gdb points for the whole machine
             cpu.slots = self.slots
             cpu.sw_breakpoints = self.sw_breakpoints
+            cpu.sw_phys = self.sw_phys
         self.pending: list[StopEvent] = []  # stops that raced the reported one, oldest first
         self._plan: tuple[frozenset[int] | None, int | None] = (None, None)  # (vCPUs to run, vCPU to step)
 

@@ -67,6 +67,9 @@ class StopEvent:
 
 
 _STEPPED = StopEvent(GDB_SIGTRAP)  # a completed single step (immutable: one for all)
+_PAGE_BITS = 12  # translations are asked for and kept per 4 KiB page (the smallest granule)
+_PAGE_SIZE = 1 << _PAGE_BITS
+_PAGE_MASK = _PAGE_SIZE - 1
 
 
 class TargetError(Exception):
@@ -89,6 +92,9 @@ class Target:
         self.arch = arch_for(caps.arch)
         self.slots = self.arch.new_slot_table(caps)
         self.sw_breakpoints: dict[int, bytes] = {}  # address -> the original instruction bytes
+        self.sw_phys: dict[int, int] = {}  # address -> where the BRK went in guest physical memory
+        self._tlb: dict[int, int] = {}  # virtual page -> physical page, valid for one stop (_tlb_version)
+        self._tlb_version = -1
         self.irq_raised: set[int] = set()  # vCPUs whose IRQ line `monitor irq on` raised
         self.last_stop = StopEvent(GDB_SIGTRAP, detail="halted at entry")
         self.exited = False
@@ -159,12 +165,50 @@ class Target:
         except BackendError as e:
             raise TargetError(str(e)) from None
 
+    # Guest memory by virtual address, as the selected vCPU's MMU maps it now (the backend translates; the
+    # answers are kept per 4 KiB page until the vCPU runs or gdb writes memory, which may move them).
+    def _phys(self, addr: int) -> int:
+        if self._tlb_version != self.regs_version:
+            self._tlb.clear()
+            self._tlb_version = self.regs_version
+        page = addr >> _PAGE_BITS
+        base = self._tlb.get(page)
+        if base is None:
+            base = self.backend.translate(page << _PAGE_BITS, self.vcpu)
+            self._tlb[page] = base
+        return base | (addr & _PAGE_MASK)
+
+    def _chunks(self, addr: int, size: int) -> list[tuple[int, int]]:
+        """(physical address, length) runs covering [addr, addr + size): one run while the MMU is off."""
+        runs: list[tuple[int, int]] = []
+        while size > 0:
+            n = min(size, _PAGE_SIZE - (addr & _PAGE_MASK))
+            pa = self._phys(addr)
+            if runs and runs[-1][0] + runs[-1][1] == pa:
+                runs[-1] = (runs[-1][0], runs[-1][1] + n)
+            else:
+                runs.append((pa, n))
+            addr, size = addr + n, size - n
+        return runs
+
+    def read_virtual(self, addr: int, size: int) -> bytes:
+        """Guest memory at a virtual address as it is (our BRKs included); GuestMemoryError if unmapped."""
+        return b"".join(self.backend.read_memory(pa, n) for pa, n in self._chunks(addr, size))
+
+    def write_virtual(self, addr: int, data: bytes) -> None:
+        runs = self._chunks(addr, len(data))
+        self._tlb_version = -1  # the write may have changed page tables
+        off = 0
+        for pa, n in runs:
+            self.backend.write_memory(pa, data[off : off + n])
+            off += n
+
     def read_memory(self, addr: int, size: int) -> bytes:
         """Guest memory as gdb should see it: our BRKs hidden behind the original bytes."""
         if addr < 0 or size < 0 or addr + size > 1 << 64:
             raise TargetError("address out of range", 14)
         try:
-            data = self.backend.read_memory(addr, size)
+            data = self.read_virtual(addr, size)
         except GuestMemoryError as e:
             raise TargetError(str(e), 14) from None
         if self.sw_breakpoints:
@@ -188,7 +232,7 @@ class Target:
                 buf[lo - addr : hi - addr] = self.arch.SW_BREAK[lo - bp : hi - bp]
                 self.sw_breakpoints[bp] = bytes(shadow)
         try:
-            self.backend.write_memory(addr, bytes(buf))
+            self.write_virtual(addr, bytes(buf))
         except GuestMemoryError as e:
             raise TargetError(str(e), 14) from None
 
@@ -199,16 +243,19 @@ class Target:
         if addr in self.sw_breakpoints:
             return
         try:
-            orig = self.backend.read_memory(addr, len(self.arch.SW_BREAK))
-            self.backend.write_memory(addr, self.arch.SW_BREAK)
+            pa = self._phys(addr)  # (one page: the instruction is aligned)
+            orig = self.backend.read_memory(pa, len(self.arch.SW_BREAK))
+            self.backend.write_memory(pa, self.arch.SW_BREAK)
         except GuestMemoryError as e:
             raise TargetError(str(e), 14) from None
         self.sw_breakpoints[addr] = orig
+        self.sw_phys[addr] = pa  # removed from there even if the guest remaps the page meanwhile
 
     def remove_sw_breakpoint(self, addr: int, kind: int) -> None:
         orig = self.sw_breakpoints.pop(addr, None)
+        pa = self.sw_phys.pop(addr, addr)
         if orig is not None:
-            self.backend.write_memory(addr, orig)
+            self.backend.write_memory(pa, orig)
 
     def insert_hw_point(self, point: GdbPoint) -> None:
         try:
@@ -333,14 +380,15 @@ class Target:
         """One step with whatever sits at pc (our BRK, a BRP on pc, and watchpoints if no_watch) out of the way."""
         regs = self.arch.step_over_regs(self.slots, pc, no_watch)
         orig = self.sw_breakpoints.get(pc)
+        pa = self.sw_phys.get(pc, pc)
         if orig is not None:
-            self.backend.write_memory(pc, orig)
+            self.backend.write_memory(pa, orig)
         try:
             self._push(self._control(True), regs)
             return self.backend.run(self.vcpu)
         finally:
             if orig is not None:
-                self.backend.write_memory(pc, self.arch.SW_BREAK)
+                self.backend.write_memory(pa, self.arch.SW_BREAK)
 
     def resume(self, step: bool) -> StopEvent:
         """Run (or step) until something gdb must see happens; blocking, on a worker thread."""
@@ -408,7 +456,7 @@ class Target:
             writes = self.arch.guest_exception(ex, lambda name: self.backend.get_reg(name, self.vcpu))
             if not writes:
                 return False
-            self.backend.read_memory(writes[self.arch.PC], 4)  # no vector there: stop instead of looping
+            self.read_virtual(writes[self.arch.PC], 4)  # no vector there: stop instead of looping
             self.backend.set_regs(writes, self.vcpu)
         except (BackendError, KeyError):
             return False
@@ -416,7 +464,7 @@ class Target:
 
     def _code_at_pc(self) -> bytes | None:
         try:
-            return self.backend.read_memory(self._pc(), 4)
+            return self.read_virtual(self._pc(), 4)
         except GuestMemoryError:
             return None
 

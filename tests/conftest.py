@@ -136,7 +136,7 @@ def guest_elf() -> Callable[[str], Path]:
         if not source.exists():
             raise FileNotFoundError(f"no guest source {source}")
         elf = GUESTS / "build" / f"{name}.elf"
-        if _stale(elf, [source, GUESTS / "link.ld"]):
+        if _stale(elf, [source, GUESTS / "link.ld", *GUESTS.glob(f"{name}.ld")]):
             require_tool("aarch64-linux-gnu-as", "binutils-aarch64-linux-gnu")
             require_tool("aarch64-linux-gnu-ld", "binutils-aarch64-linux-gnu")
             out = subprocess.run(

@@ -58,6 +58,7 @@ from backends.api import (
     GuestMemoryError,
     X86DebugRegs,
 )
+from backends.arm64_mmu import MMU_REGS, MmuRegs, translate
 from backends.elf import Image, ImageError, load_image
 from backends.guestdebug import debug_reg_names
 from backends.kvm import host, uapi
@@ -121,6 +122,11 @@ EXTRA_IDS: dict[str, int] = {
     "vbar_el1": sysreg_id(3, 0, 12, 0, 0),
     "contextidr_el1": sysreg_id(3, 0, 13, 0, 1),
     "cpacr_el1": sysreg_id(3, 0, 1, 0, 2),
+    "sctlr_el1": sysreg_id(3, 0, 1, 0, 0),
+    "tcr_el1": sysreg_id(3, 0, 2, 0, 2),
+    "ttbr0_el1": sysreg_id(3, 0, 2, 0, 0),
+    "ttbr1_el1": sysreg_id(3, 0, 2, 0, 1),
+    "mair_el1": sysreg_id(3, 0, 10, 2, 0),
     "elr_el1": core_reg_id("elr_el1"),
     "spsr_el1": core_reg_id("spsr[0]"),
     "sp_el0": SP_EL0_ID,
@@ -308,6 +314,15 @@ class KvmArm64Backend(host.VmLifecycle[_Arm64Vcpu]):
         if pstate is None:
             pstate = self._get_one(v, PSTATE_ID, 64)
         return SP_EL1_ID if uses_sp_el1(pstate) else SP_EL0_ID
+
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        """arm64 KVM has no KVM_TRANSLATE: the guest's stage 1 tables are walked here (arm64_mmu)."""
+        v = self._cpu(vcpu)
+        sctlr = self._get_one(v, EXTRA_IDS["sctlr_el1"], 64)
+        if not sctlr & 1:
+            return addr
+        regs = MmuRegs(sctlr, *(self._get_one(v, EXTRA_IDS[n], 64) for n in MMU_REGS[1:]))
+        return translate(addr, regs, self.read_memory)
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         v = self._cpu(vcpu)

@@ -85,6 +85,14 @@ kvm_userspace_memory_region = Struct(
 kvm_one_reg = Struct("id" / u64, "addr" / u64)
 kvm_vcpu_init = Struct("target" / u32, "features" / Array(7, u32))
 kvm_irq_level = Struct("irq" / u32, "level" / u32)  # irq: a union with the unused __s32 status
+kvm_translation = Struct(
+    "linear_address" / u64,
+    "physical_address" / u64,
+    "valid" / u8,
+    "writeable" / u8,
+    "usermode" / u8,
+    "pad" / Array(5, u8),
+)
 
 # ---- x86-64 (arch/x86/include/uapi/asm/kvm.h) ---------------------------------------------------------
 _X86_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp") + tuple(f"r{i}" for i in range(8, 16))
@@ -267,6 +275,7 @@ KVM_GET_ONE_REG = _iow(0xAB, kvm_one_reg)  # _IOW although it reads: the struct 
 KVM_SET_ONE_REG = _iow(0xAC, kvm_one_reg)
 KVM_ARM_VCPU_INIT = _iow(0xAE, kvm_vcpu_init)
 KVM_IRQ_LINE = _iow(0x61, kvm_irq_level)  # a VM ioctl
+KVM_TRANSLATE = _iowr(0x85, kvm_translation)  # x86 only (arm64 answers EINVAL)
 
 # ---- exit reasons (kvm_run.exit_reason) ----------------------------------------------------------------
 KVM_EXIT_UNKNOWN = 0
@@ -348,6 +357,7 @@ X86_64_STRUCTS: dict[str, Construct] = {
     "kvm_run": kvm_run,
     "kvm_userspace_memory_region": kvm_userspace_memory_region,
     "kvm_one_reg": kvm_one_reg,
+    "kvm_translation": kvm_translation,
     "kvm_regs": kvm_regs,
     "kvm_segment": kvm_segment,
     "kvm_dtable": kvm_dtable,
@@ -403,6 +413,7 @@ X86_64_IOCTLS: dict[str, int] = _COMMON_IOCTLS | {
     "KVM_GET_XSAVE": KVM_GET_XSAVE,
     "KVM_SET_XSAVE": KVM_SET_XSAVE,
     "KVM_GET_XSAVE2": KVM_GET_XSAVE2,
+    "KVM_TRANSLATE": KVM_TRANSLATE,
 }
 ARM64_IOCTLS: dict[str, int] = _COMMON_IOCTLS | {
     "KVM_GET_REGS": KVM_GET_REGS_ARM64,

@@ -112,6 +112,7 @@ _DEBUG_EXIT = Codec(uapi.kvm_debug_exit_arch)
 _FAIL_ENTRY = Codec(uapi.exit_fail_entry)
 _INTERNAL = Codec(uapi.exit_internal)
 _CPUID_HEADER = Codec(uapi.kvm_cpuid2)
+_TRANSLATION = Codec(uapi.kvm_translation)
 _CPUID_ENTRY_SIZE = sizeof(uapi.kvm_cpuid_entry2)
 _RUN_IMMEDIATE_EXIT = offsetof(uapi.kvm_run, "immediate_exit")
 _RUN_EXIT_REASON = offsetof(uapi.kvm_run, "exit_reason")
@@ -451,6 +452,19 @@ class KvmX86Backend(host.VmLifecycle[_X86Vcpu]):
             "mxcsr": ("mxcsr", 0),
         }[name]
         return fpu[field] >> shift & _M32
+
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        """KVM_TRANSLATE: the vCPU's own page-table walk (CR3, paging mode)."""
+        v = self._cpu(vcpu)
+        if self._closed:
+            raise BackendError("the VM is closed")
+        buf = bytearray(_TRANSLATION.size)
+        buf[:8] = (addr & (1 << 64) - 1).to_bytes(8, "little")
+        host.ioctl_out(v.fd, uapi.KVM_TRANSLATE, buf, what="KVM_TRANSLATE")
+        out = _TRANSLATION.unpack(buf)
+        if not out["valid"]:
+            raise GuestMemoryError(f"no translation for {addr:#x}: the guest's page tables map nothing there")
+        return int(out["physical_address"])
 
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         v = self._cpu(vcpu)

@@ -183,6 +183,9 @@ class RacingBackend:
     def read_memory(self, addr: int, size: int) -> bytes:
         return bytes(size)
 
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        return addr
+
     def write_memory(self, addr: int, data: bytes) -> None:
         pass
 

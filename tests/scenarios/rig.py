@@ -107,6 +107,11 @@ class Traced:
     def write_memory(self, addr: int, data: bytes) -> None:
         self.backend.write_memory(addr, data)
 
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        pa = self.backend.translate(addr, vcpu)
+        self.trace.append(["translate", hex(addr), hex(pa)])
+        return pa
+
     def get_regs(self, vcpu: int = 0) -> dict[str, int]:
         return self.backend.get_regs(vcpu)
 

@@ -84,6 +84,9 @@ class FakeX86Backend:
             raise GuestMemoryError(f"{addr:#x}+{size} is outside guest RAM")
         return off
 
+    def translate(self, addr: int, vcpu: int = 0) -> int:
+        return addr  # the real backend's KVM_TRANSLATE: identity-mapped like its guests
+
     def read_memory(self, addr: int, size: int) -> bytes:
         off = self._span(addr, size)
         return bytes(self.ram[off : off + size])
