@@ -60,7 +60,7 @@ from unicorn import (  # type: ignore[attr-defined]
     UcError,
 )
 from unicorn import arm64_const as A
-from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_TLB_VIRTUAL
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_TLB_CPU, UC_TLB_VIRTUAL
 
 from backends.api import (
     EC_BREAKPT_LOW,
@@ -361,11 +361,12 @@ class _Core:
         self.brps, self.wrps = vm.brps, vm.wrps
         ram_base, ram_size = vm.ram_base, vm.ram_size
         self._uc: Any = Uc(UC_ARCH_ARM64, UC_MODE_ARM)  # untyped binding
-        # Stage 1 translation is ours (backends/arm64_mmu.py, on each unicorn TLB miss): unicorn 2.1.4's own
-        # walk checks the virtual address against its memory map, so a guest whose MMU maps memory anywhere
-        # but at its own physical address (a kernel's upper half) would fault there.
+        # While the guest's MMU is on, stage 1 translation is ours (backends/arm64_mmu.py, on each unicorn TLB
+        # miss): unicorn 2.1.4's own walk checks the virtual address against its memory map, so a guest that
+        # maps memory anywhere but at its own physical address (a kernel's upper half) would fault there.
+        # With the MMU off, unicorn's own TLB (no Python per miss) is used (_apply_hooks switches).
         uc: Any = self._uc
-        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._tlb_virtual = False
         uc.hook_add(UC_HOOK_TLB_FILL, self._on_tlb_fill)
         uc.mem_map(_TRAP_PAGE, _PAGE_SIZE, UC_PROT_EXEC)
         # RAM is host memory the machine owns (reads need no copy through unicorn), mapped in 2 MiB pieces:
@@ -412,10 +413,12 @@ class _Core:
         self._irq = False  # the IRQ input's level (set_irq_line; guarded by the lock)
         self._irq_poll = False  # stop to take an IRQ: the line rose, or the guest unmasked it (PSTATE.I)
         self._irq_hook: int | None = None  # a block hook while the line is high: it sees the guest unmask
+        self._sys_hook: int | None = None  # SYS instructions: several vCPUs (IC), or watches with the MMU on (TLBI)
         self._retry = threading.Event()
         self._retrier: threading.Thread | None = None
         self._uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5)  # EL1h, DAIF masked: KVM's vcpu reset state
         self._uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SCTLR, _SCTLR_RESET))  # KVM's reset value (MMU off)
+        self._mmu = False  # SCTLR_EL1.M, kept here as every write to it is seen (_on_sysreg, _set_extra)
         self._reset_context = self._uc.context_save()  # what CPU_ON starts from (kvm_reset_vcpu)
 
     def _new_guest_state(self) -> GuestDebugState:
@@ -428,6 +431,8 @@ class _Core:
         vcpu->guest_debug), the guest's own debug registers are reset like its other system registers."""
         uc = self._uc
         uc.context_restore(self._reset_context)
+        self._mmu = False
+        self._hooks_dirty = True  # (unicorn's own TLB again)
         uc.reg_write(A.UC_ARM64_REG_PC, entry)
         uc.reg_write(A.UC_ARM64_REG_X0, context_id)
         if self._control == 0:
@@ -506,6 +511,7 @@ class _Core:
         elif name in _CP_REGS:
             uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_CP_REGS[name], value))
             if name == "sctlr_el1":
+                self._mmu = bool(value & 1)
                 self._hooks_dirty = True  # watchpoints are kept differently with the MMU on
         elif name in ("sp_el0", "sp_el1"):
             live = (name == "sp_el1") == self._sp_el1_live()
@@ -547,14 +553,14 @@ class _Core:
 
     # ---- stage 1 translation (guest virtual -> guest physical) --------------------------------------
     def mmu_on(self) -> bool:
-        return bool(self._uc.reg_read(A.UC_ARM64_REG_CP_REG, _SCTLR) & 1)
+        return self._mmu
 
     def translate(self, va: int) -> int:
         """What this vCPU's MMU maps ``va`` to now; GuestMemoryError (TranslationFault) if nothing."""
+        if not self._mmu:  # (no register read: this runs on every unicorn TLB miss)
+            return va
         uc = self._uc
         sctlr = uc.reg_read(A.UC_ARM64_REG_CP_REG, _SCTLR)
-        if not sctlr & 1:
-            return va
         regs = MmuRegs(
             sctlr,
             uc.reg_read(A.UC_ARM64_REG_CP_REG, _TCR),
@@ -616,11 +622,13 @@ class _Core:
         """MRS/MSR: the debug registers are emulated against the guest's own copy (1 = skip the
         instruction: done here); ID_AA64DFR0_EL1 reads as the configured core.  Others run natively."""
         key = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
-        if key == _SCTLR_KEY and not is_read and self._watches and (cp.val ^ self._get_extra("sctlr_el1")) & 1:
-            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SCTLR, cp.val))  # done here (1: skipped)
-            self._emulated = True
-            self._rearm = True  # the MMU goes on or off: watched stores need the other kind of hook
-            uc.emu_stop()  # (the TLB is flushed as the hooks are reapplied)
+        if key == _SCTLR_KEY and not is_read:  # every SCTLR_EL1 write passes here: _mmu follows M
+            if bool(cp.val & 1) == self._mmu:
+                return 0
+            self._mmu = bool(cp.val & 1)  # the MMU goes on or off: another TLB mode, and watched stores
+            uc.reg_write(A.UC_ARM64_REG_CP_REG, (*_SCTLR, cp.val))  # need the other kind of hook: done here
+            self._rearm = True  # (1: skipped), then back to the run loop, which applies both before the next
+            uc.emu_stop()  # instruction
             return 1
         if is_read and key == _MPIDR_EL1:  # VMPIDR_EL2: read without a trap
             uc.reg_write(reg, self.mpidr)
@@ -751,6 +759,12 @@ class _Core:
         self._guest_bps = guest_bps
         self._watches = watches
         self._hooks_dirty = False
+        if mmu_on and watches and self._sys_hook is None:  # a TLBI may move the watched pages (_on_sys);
+            # otherwise SYS is not hooked: DC ZVA runs in memset loops
+            self._sys_hook = uc.hook_add(UC_HOOK_INSN, self._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
+        if self._tlb_virtual != mmu_on:
+            uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL if mmu_on else UC_TLB_CPU)
+            self._tlb_virtual = mmu_on
         # unicorn decides at translation time which blocks call hooks, and its TLB lets cached pages skip
         # memory hooks and protections: both caches must go when these change.
         uc.ctl_flush_tb()
@@ -1369,7 +1383,8 @@ class SimBackend:
         self._sched = _Scheduler(self._cores, lock, SMP_QUANTUM, SMP_GATHER) if cpus > 1 else None
         for core in self._cores:
             core._sched = self._sched
-            core._uc.hook_add(UC_HOOK_INSN, core._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
+            if cpus > 1:  # one vCPU's own stores to code are seen by unicorn; another's need an IC
+                core._sys_hook = core._uc.hook_add(UC_HOOK_INSN, core._on_sys, None, 1, 0, A.UC_ARM64_INS_SYS)
         self._uart_line = bytearray()
         if image is not None:
             self.load(image)
