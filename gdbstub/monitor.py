@@ -10,6 +10,8 @@ monitor caps    the backend's capabilities: BRP and WRP counts, single-step, not
 monitor slots   every BRP/WRP: free, or which gdb point owns it, with its encoded registers
 monitor irq on|off
                 raise or lower the selected thread's (vCPU's) IRQ line; gdb's lines go low when it leaves
+monitor gva2gpa ADDR
+                the guest physical address the selected vCPU's MMU maps virtual address ADDR to
 monitor help    this text"""
 
 
@@ -47,6 +49,8 @@ def run_command(target: Target, command: str) -> str:
         )
     if words[0] == "irq":
         return _irq(target, words[1:])
+    if words[0] == "gva2gpa":
+        return _gva2gpa(target, words[1:])
     return f"unknown monitor command {words[0]!r}\n{HELP}"
 
 
@@ -61,3 +65,19 @@ def _irq(target: Target, args: list[str]) -> str:
     except BackendError as e:
         return f"error: {e}"
     return f"vCPU {target.vcpu}: IRQ line {'high' if levels[args[0]] else 'low'}"
+
+
+def _gva2gpa(target: Target, args: list[str]) -> str:
+    try:
+        if len(args) != 1:
+            raise ValueError
+        va = int(args[0], 0)
+        if not 0 <= va < 1 << 64:
+            raise ValueError
+    except ValueError:
+        return "usage: monitor gva2gpa ADDR (an address such as 0xffffff8000200000)"
+    try:
+        pa = target.backend.translate(va, target.vcpu)
+    except BackendError as e:
+        return f"{va:#x}: {e}"
+    return f"{va:#x} -> {pa:#x}"

@@ -59,7 +59,12 @@ def test_upper_half_code_and_data_by_virtual_address(gdb_multiarch: str, server:
 
 def test_unmapped_virtual_addresses_are_refused(gdb_multiarch: str, server: ServerProcess, elf: Path) -> None:
     out = run_gdb(gdb_multiarch, server, [
-        "continue", "set $pc = $pc + 4", "x/gx 0xffffff8000300000", "break *0xffffff8000300000", "continue",
+        "continue", "set $pc = $pc + 4", "x/gx 0xffffff8000300000", "monitor gva2gpa 0xffffff8000201008",
+        "monitor gva2gpa 0xffffff8000300000", "monitor gva2gpa", "break *0xffffff8000300000", "continue",
     ], elf=elf)  # fmt: skip
     assert "Cannot access memory at address 0xffffff8000300000" in out, out
+    lma = read_symbols(elf)["_hi_lma"]
+    assert f"0xffffff8000201008 -> {lma + 0x1008:#x}" in out, out
+    assert "0xffffff8000300000: no translation for 0xffffff8000300000" in out, out
+    assert "usage: monitor gva2gpa ADDR" in out, out
     assert "Cannot insert breakpoint" in out, out
