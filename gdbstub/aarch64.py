@@ -24,6 +24,14 @@ from gdbstub.slots import GdbPoint, SlotTable
 
 CORE = "org.gnu.gdb.aarch64.core"
 FPU = "org.gnu.gdb.aarch64.fpu"
+SYSTEM = "org.gdbstub.aarch64.system"  # EL1 system registers, group "system": `info registers system`
+# (name, gdb type): what a kernel debugger looks at, read and written with p/P (both backends name them)
+_SYSTEM_REGS = (
+    ("sctlr_el1", "uint64"), ("tcr_el1", "uint64"), ("ttbr0_el1", "uint64"), ("ttbr1_el1", "uint64"),
+    ("mair_el1", "uint64"), ("vbar_el1", "code_ptr"), ("esr_el1", "uint64"), ("far_el1", "data_ptr"),
+    ("elr_el1", "code_ptr"), ("spsr_el1", "uint64"), ("sp_el0", "data_ptr"), ("sp_el1", "data_ptr"),
+    ("cpacr_el1", "uint64"), ("contextidr_el1", "uint64"), ("mdscr_el1", "uint64"),
+)  # fmt: skip
 
 BRK0 = 0xD4200000  # BRK #0: the software breakpoint gdb's Z0 kind 4 asks for
 SW_BREAK_KIND = 4
@@ -34,6 +42,7 @@ def _table() -> tuple[Reg, ...]:
     regs += [Reg("sp", 64, "data_ptr", CORE), Reg("pc", 64, "code_ptr", CORE), Reg("cpsr", 32, "cpsr_flags", CORE)]
     regs += [Reg(f"v{i}", 128, "aarch64v", FPU, "vector") for i in range(32)]
     regs += [Reg("fpsr", 32, "int", FPU, "float"), Reg("fpcr", 32, "int", FPU, "float")]
+    regs += [Reg(name, 64, type_, SYSTEM, "system", in_g=False) for name, type_ in _SYSTEM_REGS]
     return tuple(regs)
 
 
@@ -85,13 +94,13 @@ def target_xml() -> bytes:
     """The whole description in one annex (no xi:include round trips)."""
     out = ['<?xml version="1.0"?>', '<!DOCTYPE target SYSTEM "gdb-target.dtd">', "<target>",
            "  <architecture>aarch64</architecture>"]  # fmt: skip
-    for feature in (CORE, FPU):
+    for feature in (CORE, FPU, SYSTEM):
         out.append(f'  <feature name="{feature}">')
         if feature == CORE:
             out.append('  <flags id="cpsr_flags" size="4">')
             out += [f'    <field name="{n}" start="{s}" end="{e}"/>' for n, s, e in _CPSR_FIELDS]
             out.append("  </flags>")
-        else:
+        elif feature == FPU:
             out.append(_VECTOR_TYPES.rstrip("\n"))
         out += _TABLE.xml_regs(feature)
         out.append("  </feature>")

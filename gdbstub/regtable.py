@@ -13,6 +13,7 @@ class Reg:
     type: str
     feature: str
     group: str = ""
+    in_g: bool = True  # False: read and written with p/P only (gdb learns that from the `g` reply's length)
 
     @property
     def size(self) -> int:
@@ -24,8 +25,11 @@ class RegisterTable:
 
     def __init__(self, registers: tuple[Reg, ...]) -> None:
         self.registers = registers
-        self.g_size = sum(r.size for r in registers)
-        self._layout = tuple((r.name, r.size, (1 << r.bits) - 1) for r in registers)
+        in_g = [r for r in registers if r.in_g]
+        assert registers[: len(in_g)] == tuple(in_g), "the registers outside `g` come last"
+        self._in_g = tuple(in_g)
+        self.g_size = sum(r.size for r in in_g)
+        self._layout = tuple((r.name, r.size, (1 << r.bits) - 1) for r in in_g)
 
     def encode_reg(self, num: int, value: int) -> str:
         r = self.registers[num]
@@ -48,7 +52,7 @@ class RegisterTable:
             raise ValueError(f"G needs {self.g_size * 2} hex digits, got {len(text)}")
         out: dict[str, int] = {}
         pos = 0
-        for i, r in enumerate(self.registers):
+        for i, r in enumerate(self._in_g):
             chunk = text[pos : pos + r.size * 2]
             pos += r.size * 2
             if not chunk.startswith("xx"):

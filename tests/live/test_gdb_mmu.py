@@ -61,7 +61,10 @@ def test_unmapped_virtual_addresses_are_refused(gdb_multiarch: str, server: Serv
     out = run_gdb(gdb_multiarch, server, [
         "continue", "set $pc = $pc + 4", "x/gx 0xffffff8000300000", "monitor gva2gpa 0xffffff8000201008",
         "monitor gva2gpa 0xffffff8000300000", "monitor gva2gpa", "break *0xffffff8000300000", "continue",
+        "p/x $sctlr_el1 & 1", "p/x $tcr_el1", "p/x $ttbr1_el1 == (long)&l1_hi", "info registers system",
     ], elf=elf)  # fmt: skip
+    assert _values(out)[:3] == ["0x1", "0x2b5193519", "0x1"], "the MMU registers, as gdb reads them (p)"
+    assert re.search(r"^vbar_el1\s+0x0\s", out, re.M), out
     assert "Cannot access memory at address 0xffffff8000300000" in out, out
     lma = read_symbols(elf)["_hi_lma"]
     assert f"0xffffff8000201008 -> {lma + 0x1008:#x}" in out, out

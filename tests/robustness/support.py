@@ -26,6 +26,7 @@ RAM = 0x4000_0000
 RAM_END = RAM + (128 << 20)  # `gdbstub serve`'s default RAM size, as the Rig's SimBackend has
 WINDOW = (RAM, 0x4000)  # the demo's code, data and the start of its stack: where valid writes land
 G_HEX = aarch64.G_SIZE * 2  # 1576 hex digits
+G_REGS = [r for r in aarch64.REGISTERS if r.in_g]  # the system registers after them go by p/P only
 
 
 def fuzz_settings(max_examples: int) -> settings:
@@ -128,9 +129,11 @@ class Rig:
         """Bits the core keeps when written (fpsr/fpcr have RES0 bits that always read 0)."""
         masks = {}
         regs = self.target.read_registers()
-        for r in aarch64.REGISTERS:
+        for r in aarch64.REGISTERS:  # each put back at once: all-ones in SCTLR_EL1 would turn the MMU on
+            old = self.target.read_register(r.name)
             self.target.write_registers({r.name: (1 << r.bits) - 1})
             masks[r.name] = self.target.read_register(r.name)
+            self.target.write_registers({r.name: old})
         self.target.write_registers(regs)
         return masks
 
@@ -138,6 +141,17 @@ class Rig:
         reply = self.session.handle(payload)
         self.assert_no_internal_errors()
         return reply
+
+    def system_regs(self) -> dict[str, int]:
+        """The registers outside `g` (p/P only: SCTLR_EL1, VBAR_EL1, ...)."""
+        return {r.name: self.target.read_register(r.name) for r in aarch64.REGISTERS if not r.in_g}
+
+    def put_system_regs(self, values: dict[str, int]) -> None:
+        """Back as they were: a P to one of them is outside the register model (SCTLR_EL1 turns the MMU on,
+        which changes what every later read means), so the checks undo it before comparing."""
+        rest = {n: v for n, v in values.items() if n not in ("sp_el0", "sp_el1")}
+        self.target.write_registers(rest)
+        self.target.write_registers({"sp_el0": values["sp_el0"], "sp_el1": values["sp_el1"]})
 
     def snapshot(self) -> Snapshot:
         g = self.session.handle(b"g")

@@ -18,6 +18,7 @@ from gdbstub import aarch64
 from gdbstub.session import Reply, Resume, Session
 from tests.robustness.support import (
     G_HEX,
+    G_REGS,
     MAX_PACKET,
     RAM,
     RAM_END,
@@ -89,6 +90,8 @@ def expected_write(payload: bytes, before: Snapshot, masks: dict[str, int]) -> S
         reg = aarch64.REGISTERS[num]
         if len(value) != 2 * reg.size or not _HEXBYTES.fullmatch(value):
             return None
+        if not reg.in_g:
+            return before  # accepted; check() puts the system registers back before it compares
         write_regs(regs, before.sp_banks, {reg.name: int.from_bytes(bytes.fromhex(value.decode()), "little")}, masks)
     elif kind == b"G":
         body = payload[1:]
@@ -96,7 +99,7 @@ def expected_write(payload: bytes, before: Snapshot, masks: dict[str, int]) -> S
             return None
         pos = 0
         writes: dict[str, int] = {}
-        for reg in aarch64.REGISTERS:
+        for reg in G_REGS:
             chunk = body[pos : pos + 2 * reg.size]
             pos += 2 * reg.size
             if _GCHUNK_SKIP.fullmatch(chunk):
@@ -123,10 +126,12 @@ def check(rig: Rig, payload: bytes) -> Reply:
     """Handle one packet on a fresh connection; check every invariant; leave the guest as it was."""
     rig.reconnect()
     before = rig.snapshot()
+    system = rig.system_regs()
     reply = rig.handle(payload)
     reply_ok(reply)
     for extra in decode_replies(rig.conn.data_to_send()):  # O packets, early OKs (D, vKill, QStartNoAckMode)
         assert len(extra) <= MAX_PACKET
+    rig.put_system_regs(system)  # (their own test: test_system_registers_by_p_and_p)
     after = rig.snapshot()
     if payload.startswith(_WRITES):
         model = expected_write(payload, before, rig.masks)
@@ -260,14 +265,14 @@ def memory_write(draw: st.DrawFn) -> tuple[int, bytes, bool]:
     return addr, draw(st.binary(min_size=size, max_size=size)), draw(st.booleans())
 
 
-register_value = st.tuples(st.integers(0, len(aarch64.REGISTERS) - 1), st.integers(0, (1 << 128) - 1))
+register_value = st.tuples(st.integers(0, len(G_REGS) - 1), st.integers(0, (1 << 128) - 1))
 
 
 @fuzz_settings(300)
 @given(
     writes=st.lists(st.one_of(memory_write(), register_value), min_size=1, max_size=6),
     full_g=st.one_of(st.none(), st.lists(st.one_of(st.none(), st.integers(0, (1 << 128) - 1)),
-                                          min_size=len(aarch64.REGISTERS), max_size=len(aarch64.REGISTERS))),
+                                          min_size=len(G_REGS), max_size=len(G_REGS))),
     breakpoints=st.lists(st.integers(0, WINDOW[1] // 4 - 1).map(lambda i: WINDOW[0] + 4 * i), max_size=3),
     upper=st.booleans(),
 )  # fmt: skip
@@ -310,7 +315,7 @@ def test_valid_writes_change_exactly_what_they_say(
     if full_g is not None:
         body = b""
         given: dict[str, int] = {}
-        for num, (reg, v) in enumerate(zip(aarch64.REGISTERS, full_g, strict=True)):
+        for num, (reg, v) in enumerate(zip(G_REGS, full_g, strict=True)):
             if v is None:
                 body += b"xx" * reg.size
             else:
@@ -326,3 +331,24 @@ def test_valid_writes_change_exactly_what_they_say(
         assert send(b"z0,%x,4" % bp) == b"OK"
     assert rig.target.backend.read_memory(*WINDOW) == expected.memory  # no BRK left behind
     rig.restore(before)
+
+
+def test_system_registers_by_p_and_p(rig: Rig) -> None:
+    """The EL1 system registers are in target.xml after fpcr, outside `g`: p reads what the backend holds,
+    P writes exactly that register, and `g` keeps its size."""
+    rig.reconnect()
+    before = rig.snapshot()
+    system = rig.system_regs()
+    nums = {r.name: n for n, r in enumerate(aarch64.REGISTERS) if not r.in_g}
+    assert min(nums.values()) == len(G_REGS), "after every register of `g`"
+    for name, num in nums.items():
+        assert rig.handle(b"p%x" % num) == system[name].to_bytes(8, "little").hex().encode(), name
+    vbar = 0x4000_0800
+    assert rig.handle(b"P%x=%s" % (nums["vbar_el1"], vbar.to_bytes(8, "little").hex().encode())) == b"OK"
+    assert rig.target.backend.get_reg("vbar_el1") == vbar
+    assert rig.system_regs() == system | {"vbar_el1": vbar}
+    assert rig.handle(b"g") == before.g and len(before.g) == G_HEX
+    assert rig.handle(b"P%x=00" % nums["tcr_el1"]) == b"E22", "a value of the wrong size changes nothing"
+    assert rig.system_regs()["tcr_el1"] == system["tcr_el1"]
+    rig.put_system_regs(system)
+    assert rig.snapshot() == before

@@ -86,10 +86,15 @@ def test_target_xml_is_served_in_chunks_and_parses(session: tuple[Session, Conne
     assert root.findtext("architecture") == "aarch64"
     regs = [r.attrib for f in root.iter("feature") for r in f.iter("reg")]
     names = [r["name"] for r in regs]
+    system = ["sctlr_el1", "tcr_el1", "ttbr0_el1", "ttbr1_el1", "mair_el1", "vbar_el1", "esr_el1", "far_el1",
+              "elr_el1", "spsr_el1", "sp_el0", "sp_el1", "cpacr_el1", "contextidr_el1", "mdscr_el1"]  # fmt: skip
     assert names == [f"x{i}" for i in range(31)] + ["sp", "pc", "cpsr"] + [f"v{i}" for i in range(32)] + [
-        "fpsr", "fpcr"]  # fmt: skip
+        "fpsr", "fpcr"] + system  # fmt: skip
+    assert [int(r["regnum"]) for r in regs] == list(range(len(regs)))
     assert {r["name"]: r["bitsize"] for r in regs}["cpsr"] == "32"
-    assert [f.attrib["name"] for f in root.iter("feature")] == ["org.gnu.gdb.aarch64.core", "org.gnu.gdb.aarch64.fpu"]
+    assert {r["group"] for r in regs if r["name"] in system} == {"system"}
+    assert [f.attrib["name"] for f in root.iter("feature")] == [
+        "org.gnu.gdb.aarch64.core", "org.gnu.gdb.aarch64.fpu", "org.gdbstub.aarch64.system"]  # fmt: skip
     assert s.handle(b"qXfer:features:read:other.xml:0,100") == b"E00"
     assert s.handle(b"qXfer:features:read:target.xml:ffff,100") == b"E00"
 
