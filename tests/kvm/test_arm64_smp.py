@@ -114,7 +114,9 @@ def test_counters_advance_on_every_vcpu(
         lambda: all(a > b for a, b in zip(counters(vm, sym["per_cpu"], n), before, strict=True)),
         "every vCPU's counter advanced",
     )
-    assert u64(vm, sym["shared"]) > shared
+    # `shared` is incremented without atomics by every vCPU at once: a lost update can even take it back
+    # for a moment, so it is only required to get past its first reading eventually
+    wait_until(lambda: u64(vm, sym["shared"]) > shared, "the shared counter advanced")
     fleet.stop()
     assert counters(vm, sym["per_cpu"] + 64 * n, MAX_CPUS - n) == [0] * (MAX_CPUS - n)  # no such vCPUs
 
