@@ -41,11 +41,21 @@ def smp_stub(gdb_multiarch: str) -> Iterator[Arm64Stub]:
 
 
 def test_threads_and_an_hbreak_every_cpu_hits(gdb_multiarch: str, smp_stub: Arm64Stub) -> None:
-    out = gdb(gdb_multiarch, smp_stub, ["hbreak cpu_work", *["continue"] * 8, "delete", "info threads"], elf=SMP_ELF)
+    out = gdb(gdb_multiarch, smp_stub, ["hbreak cpu_work", *["continue"] * 8, "delete", "info threads",
+                                        "p/x *(long (*)[8])&started"], elf=SMP_ELF)  # fmt: skip
     for k in range(N):
         assert re.search(rf'^\*?\s+{k + 1}\s+Thread {k + 1} "CPU#{k}"', out, re.M), out
-    hit = set(re.findall(r'Thread (\d) "CPU#\d" hit Breakpoint 1', out))
-    assert len(hit) >= 2, out  # real KVM vCPUs run in parallel: several threads report the one hbreak
+    # CPU 0 sets started[0] after its CPU_ON loop: every vCPU is powered on (a secondary may still be on its
+    # way to cpu_work), so each one alone can get there below without waiting for another
+    assert "$1 = {0x1, " in out, out
+    # The free continues report whichever vCPU gets there first (real KVM vCPUs run in parallel: one may
+    # win them all).  Each vCPU alone (scheduler-locking on) must report the one hbreak.
+    locked = ["hbreak cpu_work", "set scheduler-locking on"]
+    for k in range(N):
+        locked += [f"thread {k + 1}", "continue"]
+    out = gdb(gdb_multiarch, smp_stub, locked, elf=SMP_ELF)
+    hits = re.findall(r'Thread (\d) "CPU#\d" hit Breakpoint 1', out)
+    assert hits == [str(k + 1) for k in range(N)], out
 
 
 def test_watch_on_one_cpus_counter_stops_in_its_thread(gdb_multiarch: str, smp_stub: Arm64Stub) -> None:

@@ -27,13 +27,16 @@ def test_two_vcpus_are_two_threads_and_both_hit_an_hbreak(
 ) -> None:
     server = make_server("--backend", "kvm", "--cpus", "2", str(smp.relative_to(ROOT)))
     out = run_gdb(gdb_multiarch, server, [
-        "hbreak cpu_work", *["continue"] * 6, "delete", "info threads", "thread 2", "p $rdi", "thread 1", "p $rdi",
-        "set scheduler-locking step", "thread 2", "p/x $pc", "stepi", "p/x $pc", "thread 1", "p/x $pc",
+        # free continues (whichever vCPU gets there first: the same one six times is possible), then each
+        # vCPU alone (scheduler-locking on): the one hbreak is on both, so each must report it
+        "hbreak cpu_work", *["continue"] * 4, "set scheduler-locking on", "thread 1", "continue", "thread 2",
+        "continue", "set scheduler-locking off", "delete", "info threads", "thread 2", "p $rdi", "thread 1",
+        "p $rdi", "set scheduler-locking step", "thread 2", "p/x $pc", "stepi", "p/x $pc", "thread 1", "p/x $pc",
     ], elf=smp)  # fmt: skip
     for k in (0, 1):
         assert re.search(rf'^\*?\s+{k + 1}\s+Thread {k + 1} "CPU#{k}"', out, re.M), out
-    hit = set(re.findall(r'Thread (\d) "CPU#\d" hit Breakpoint 1', out))
-    assert hit == {"1", "2"}, out  # the one hbreak is on both vCPUs: each reports it
+    hits = re.findall(r'Thread (\d) "CPU#\d" hit Breakpoint 1', out)
+    assert len(hits) == 6 and hits[4:] == ["1", "2"], out  # the one hbreak is on both vCPUs: each reports it
     values = re.findall(r"^\$\d+ = (\S+)$", out, re.M)
     assert values[:2] == ["1", "0"], out  # rdi: the vCPU's index
     t2_before, t2_after, t1 = (int(v, 16) for v in values[2:5])
