@@ -25,7 +25,12 @@ _BLOCK_LEVELS = {12: (1, 2), 14: (2,), 16: (2,)}  # levels where a block descrip
 
 
 class TranslationFault(GuestMemoryError):
-    """The guest's page tables map no memory at this virtual address."""
+    """The guest's page tables map no memory at this virtual address; ``level`` is the lookup level that
+    failed, as a translation fault's status code reports it (0 for an address outside both ranges)."""
+
+    def __init__(self, message: str, level: int = 0) -> None:
+        super().__init__(message)
+        self.level = level
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,13 @@ def translate(va: int, regs: MmuRegs, read: Callable[[int, int], bytes]) -> int:
         try:
             desc = int.from_bytes(read(entry, 8), "little")
         except GuestMemoryError:
-            raise TranslationFault(f"no translation for {va:#x}: level {level} table at {table:#x}") from None
+            raise TranslationFault(f"no translation for {va:#x}: level {level} table at {table:#x}", level) from None
         if not desc & 1:
-            raise TranslationFault(f"no translation for {va:#x}: invalid level {level} descriptor")
+            raise TranslationFault(f"no translation for {va:#x}: invalid level {level} descriptor", level)
         if level < 3 and desc & 2:  # a table: the next level
             table = desc & _OA_MASK & ~((1 << granule) - 1)
             level += 1
             continue
         if (level == 3 and not desc & 2) or (level < 3 and level not in _BLOCK_LEVELS[granule]):
-            raise TranslationFault(f"no translation for {va:#x}: reserved level {level} descriptor")
+            raise TranslationFault(f"no translation for {va:#x}: reserved level {level} descriptor", level)
         return (desc & _OA_MASK & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1))

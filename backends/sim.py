@@ -48,10 +48,14 @@ from unicorn import (  # type: ignore[attr-defined]
     UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_READ_UNMAPPED,
     UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_MEM_FETCH,
     UC_MEM_WRITE,
     UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
     UC_MODE_ARM,
     UC_PROT_ALL,
     UC_PROT_EXEC,
@@ -81,7 +85,7 @@ from backends.api import (
     GuestMemoryError,
     X86DebugRegs,
 )
-from backends.arm64_mmu import MmuRegs, translate
+from backends.arm64_mmu import MmuRegs, TranslationFault, translate
 from backends.elf import Image
 from backends.guestdebug import (
     ID_AA64DFR0_EL1,
@@ -144,6 +148,8 @@ PSCI_RET_ALREADY_ON = -4
 _MPIDR_HWID_BITMASK = 0xFF_00FF_FFFF  # Aff3, Aff2, Aff1, Aff0
 _MPIDR_EL1 = (3, 0, 0, 0, 5)  # (op0, op1, CRn, CRm, op2)
 _WFI = 0xD503207F
+_EC_IABT_LOW, _EC_DABT_LOW = 0x20, 0x24  # Instruction/Data Abort from EL0 (+1: from the current EL)
+_ISS_WNR = 1 << 6
 _PSTATE_I = 0x80
 _VECTOR_IRQ = 0x80  # an IRQ's vector: the synchronous one's + 0x80
 _MASK32 = (1 << 32) - 1
@@ -413,6 +419,9 @@ class _Core:
         self._irq = False  # the IRQ input's level (set_irq_line; guarded by the lock)
         self._irq_poll = False  # stop to take an IRQ: the line rose, or the guest unmasked it (PSTATE.I)
         self._irq_hook: int | None = None  # a block hook while the line is high: it sees the guest unmask
+        self._fault_level = 0  # the lookup level of the last translation our walk failed (_on_tlb_fill)
+        self._fault_fetch: bool | None = None  # ...and whether it was an instruction fetch (None: no failure)
+        self._scratch: Any = None  # a unicorn engine that finds a faulting access's address (_data_fault_address)
         self._sys_hook: int | None = None  # SYS instructions: several vCPUs (IC), or watches with the MMU on (TLBI)
         self._retry = threading.Event()
         self._retrier: threading.Thread | None = None
@@ -571,11 +580,14 @@ class _Core:
 
     def _on_tlb_fill(self, uc: Uc, vaddr: int, access: int, entry: Any, _ud: object) -> bool:
         """A unicorn TLB miss: the page's physical address (permissions are not modelled: all allowed).
-        False (no mapping) makes the access fail as an unmapped one: the sim reports it as a fault."""
+        False (no mapping) makes emu_start fail (UC_ERR_EXCEPTION); the run loop then delivers the
+        translation fault to the guest (_took_translation_fault, with what is recorded here)."""
         try:
             entry.paddr = self.translate(vaddr)
-        except GuestMemoryError:
+        except GuestMemoryError as e:
             if vaddr >> 10 != _NEVER >> 10:
+                self._fault_level = e.level if isinstance(e, TranslationFault) else 0
+                self._fault_fetch = access == UC_MEM_FETCH
                 return False
             # unicorn looks up emu_start's `until` address (_NEVER) as code when it starts: it gets the
             # trap page (all UDF), which no guest access can otherwise reach
@@ -583,6 +595,67 @@ class _Core:
             return True
         entry.perms = UC_PROT_ALL
         return True
+
+    def _took_translation_fault(self, e: UcError) -> bool:
+        """After emu_start failed: was it a translation fault the guest's MMU raised (our walk found nothing)?
+        Then the Instruction or Data Abort exception to EL1 is taken, as the CPU takes it under KVM, with
+        IFSC/DFSC = translation fault at the level that failed, WnR, and FAR_EL1 = the address.  False if it
+        was something else or cannot be delivered (no vectors; the address not found): the guest stops."""
+        fetch, self._fault_fetch = self._fault_fetch, None
+        if e.errno != UC_ERR_EXCEPTION or fetch is None or not self._mmu:
+            return False
+        uc = self._uc
+        pc = uc.reg_read(A.UC_ARM64_REG_PC)
+        level = self._fault_level
+        if fetch:
+            far, write = pc, False
+        else:
+            found = self._data_fault_address(pc)
+            if found is None:
+                return False
+            far, write = found
+        from_el0 = not (uc.reg_read(A.UC_ARM64_REG_PSTATE) >> 2) & 3
+        ec = (_EC_IABT_LOW if fetch else _EC_DABT_LOW) + (0 if from_el0 else 1)
+        esr = _esr(ec, (0b000100 | level) | (_ISS_WNR if write else 0))
+        return self._take_exception(esr, pc, far)
+
+    def _data_fault_address(self, pc: int) -> tuple[int, bool] | None:
+        """The address (and whether a write) of the load/store at ``pc`` that missed the guest's tables:
+        unicorn does not tell, so the instruction runs once more in a scratch engine with the same registers
+        and only the pages that are mapped, and its unmapped-memory hook names the access that is not."""
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        try:
+            code = self._read_va(pc, 4)
+        except GuestMemoryError:
+            return None
+        for begin, end, _perms in list(scratch.mem_regions()):
+            scratch.mem_unmap(begin, end - begin + 1)
+        scratch.mem_map(pc & ~_PAGE_MASK, _PAGE_SIZE)
+        scratch.mem_write(pc, code)
+        scratch.reg_write(A.UC_ARM64_REG_PSTATE, self._uc.reg_read(A.UC_ARM64_REG_PSTATE) & ~PSTATE_SS)
+        for reg in _REG_IDS[:32]:  # x0-x30, sp
+            scratch.reg_write(reg, self._uc.reg_read(reg))
+        found: list[tuple[int, bool]] = []
+
+        def unmapped(uc: Any, access: int, addr: int, size: int, value: int, _ud: object) -> bool:
+            try:
+                self.translate(addr)
+            except GuestMemoryError:
+                found.append((addr, access == UC_MEM_WRITE_UNMAPPED))
+                return False
+            uc.mem_map(addr & ~_PAGE_MASK, _PAGE_SIZE)  # mapped for the guest: let this part of the access be
+            return True
+
+        hook = scratch.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED, unmapped)
+        try:
+            scratch.emu_start(pc, _NEVER, count=1)
+        except UcError:
+            pass
+        finally:
+            scratch.hook_del(hook)
+        return found[0] if found else None
 
     def _physical(self, watches: list[_Watch]) -> list[_Watch]:
         """The watches as the physical bytes the MMU maps them to now (unicorn's memory hooks see physical
@@ -1027,7 +1100,13 @@ class _Core:
                 uc.emu_start(pc, _NEVER, count=1 if one else quantum)
             except UcError as e:
                 if self._pending is None and self._guest_exc is None:
-                    return self._fault(e)
+                    if not self._took_translation_fault(e):
+                        return self._fault(e)
+                    if step:  # the abort's entry to the vectors cleared PSTATE.SS: the step ends there
+                        return Exit(ExitReason.DEBUG, esr=ESR_SOFTSTEP_PENDING, far=self._far)
+                    if self._was_kicked():
+                        return Exit(ExitReason.INTERRUPTED, far=self._far)
+                    continue
             ex = self._pending
             if ex is None and self._irq_poll and not (one and uc.reg_read(A.UC_ARM64_REG_PC) != pc):
                 if self._was_kicked():  # stopped for an IRQ before the next instruction: the loop takes it

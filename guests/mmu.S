@@ -10,6 +10,10 @@
 //              levels (L1[0] -> L2[1] -> L3[0], L3[1]); nothing else in the upper half is mapped.
 // Then `mmu_on` (brk #SIGNAL, a signal to a debugger that set guest debug; see debug_exceptions.S) and a
 // jump to hi_loop, which counts in hi_counter (through its upper-half address) LOOPS times and powers off.
+// `faults` (entered by a driver once the MMU is on) takes four translation faults through its own vectors:
+// a load and a store to an unmapped upper-half page, a load outside both halves, and a call into the
+// unmapped page.  Its handler logs ESR_EL1, FAR_EL1 and ELR_EL1 of each in `fault_log` (3 x 8 bytes each)
+// and goes on after the instruction (after the call, for the call), then `faults_done` signals again.
 
     .equ    PSCI_SYSTEM_OFF, 0x84000008
     .equ    SIGNAL, 0x5501
@@ -94,6 +98,77 @@ mmu_on:
     br      x0
     .size   _start, . - _start
 
+    .globl  faults
+    .type   faults, %function
+faults:
+    adr_l   x0, vectors
+    msr     vbar_el1, x0
+    adr_l   x0, stack_top
+    mov     sp, x0
+    isb
+    mov64   x2, 0xffffff8000300000      // the upper-half page after .hidata: not mapped
+    mov64   x3, 0x0000008000000000      // 1 << 39: outside TTBR0's 39-bit range
+    .globl  fault_load
+fault_load:
+    ldr     x1, [x2, #8]
+    .globl  fault_store
+fault_store:
+    str     x1, [x2, #0x10]
+    .globl  fault_range
+fault_range:
+    ldr     x1, [x3]
+    .globl  fault_call
+fault_call:
+    blr     x2
+    .globl  faults_done
+faults_done:
+    brk     #SIGNAL
+    b       done
+    .size   faults, . - faults
+
+    .balign 2048
+    .globl  vectors
+vectors:
+    .rept   4
+    b       .
+    .balign 128
+    .endr
+    b       on_fault                    // + 0x200: current EL with SP_ELx, synchronous
+    .balign 128
+    .rept   11
+    b       .
+    .balign 128
+    .endr
+
+on_fault:
+    stp     x0, x1, [sp, #-16]!
+    stp     x2, x3, [sp, #-16]!
+    adr_l   x0, fault_log
+    adr_l   x1, fault_n
+    ldr     x2, [x1]
+    add     x3, x2, #1
+    str     x3, [x1]
+    mov     x3, #24
+    madd    x0, x2, x3, x0              // &fault_log[n]
+    mrs     x2, esr_el1
+    str     x2, [x0]
+    mrs     x2, far_el1
+    str     x2, [x0, #8]
+    mrs     x2, elr_el1
+    str     x2, [x0, #16]
+    mrs     x2, esr_el1
+    lsr     x2, x2, #26
+    cmp     x2, #0x21                   // an instruction abort: back to the caller
+    b.ne    1f
+    msr     elr_el1, x30
+    b       2f
+1:  mrs     x2, elr_el1                 // a data abort: the next instruction
+    add     x2, x2, #4
+    msr     elr_el1, x2
+2:  ldp     x2, x3, [sp], #16
+    ldp     x0, x1, [sp], #16
+    eret
+
     .globl  done
     .type   done, %function
 done:
@@ -131,6 +206,15 @@ hi_counter:
     .quad   0
     .size   hi_counter, 8
 
+    .data
+    .balign 8
+    .globl  fault_n
+fault_n:
+    .quad   0
+    .globl  fault_log
+fault_log:
+    .fill   4 * 24, 1, 0
+
 // ---- page tables ------------------------------------------------------------------------------------
     .bss
     .balign PAGE
@@ -140,5 +224,8 @@ l1_hi:  .skip   PAGE
 l2_hi:  .skip   PAGE
 l3_hi:  .skip   PAGE
 tables_end:
+    .balign 16
+    .skip   4096
+stack_top:
 
     .section .note.GNU-stack,"",%progbits

@@ -9,6 +9,7 @@ counts to 1000 in ``hi_counter`` through its upper-half address and powers off.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import pytest
@@ -111,3 +112,40 @@ def test_hardware_and_software_breakpoints_at_upper_half_addresses(vm: Traced, g
     ex = vm.run()
     assert ex.reason is ExitReason.SHUTDOWN, describe_exit(ex)
     assert counter(vm, g) == LOOPS + 1  # (the iteration restarted at hi_loop counted once more)
+
+
+def test_translation_faults_enter_the_guests_vectors(vm: Traced, g: Guest) -> None:
+    """Accesses the guest's tables do not map are its own business: Data/Instruction Abort to its EL1 vectors
+    (translation fault at the level that failed, WnR, FAR_EL1), never an exit."""
+    to_mmu_on(vm, g)
+    vm.set_regs({"pc": g["faults"]})
+    ex = vm.run()
+    assert (ex.reason, ex.ec, vm.get_reg("pc")) == (ExitReason.DEBUG, EC_BRK64, g["faults_done"]), describe_exit(ex)
+    words = struct.unpack("<13Q", vm.read_memory(g["fault_n"], 13 * 8))
+    assert words[0] == 4, words
+    log = [words[1 + 3 * i : 4 + 3 * i] for i in range(4)]  # (ESR_EL1, FAR_EL1, ELR_EL1)
+    unmapped = 0xFFFF_FF80_0030_0000
+    assert [(far, elr) for _, far, elr in log] == [
+        (unmapped + 8, g["fault_load"]), (unmapped + 0x10, g["fault_store"]), (1 << 39, g["fault_range"]),
+        (unmapped, unmapped),
+    ]  # fmt: skip
+    ecs = [esr >> 26 for esr, _, _ in log]
+    assert ecs == [0x25, 0x25, 0x25, 0x21], [hex(esr) for esr, _, _ in log]  # from the current EL
+    wnr = [bool(esr & 1 << 6) for esr, _, _ in log]
+    assert wnr == [False, True, False, False]
+    assert all((esr & 0x3C) == 0x04 for esr, _, _ in log), "DFSC/IFSC: translation faults"
+    vm.note("fault ESRs", [hex(esr) for esr, _, _ in log])
+
+
+def test_stepping_a_faulting_load_lands_on_the_abort_vector(vm: Traced, g: Guest) -> None:
+    to_mmu_on(vm, g)
+    vm.set_regs({"pc": g["faults"]})
+    vm.set_guest_debug(GUESTDBG_ENABLE | GUESTDBG_SINGLESTEP)
+    while vm.get_reg("pc") != g["fault_load"]:  # the set-up: vectors, stack, addresses
+        ex = vm.run()
+        assert (ex.reason, ex.ec) == (ExitReason.DEBUG, EC_SOFTSTP_LOW), describe_exit(ex)
+    ex = vm.run()
+    assert (ex.reason, ex.ec) == (ExitReason.DEBUG, EC_SOFTSTP_LOW), describe_exit(ex)
+    assert vm.get_reg("pc") == g["vectors"] + 0x200
+    assert (vm.get_reg("elr_el1"), vm.get_reg("far_el1")) == (g["fault_load"], 0xFFFF_FF80_0030_0008)
+    assert vm.get_reg("esr_el1") >> 26 == 0x25
