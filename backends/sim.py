@@ -1096,6 +1096,7 @@ class _Core:
                     continue
                 active, eret_ss = stepped
                 entries = self._exceptions
+            self._fault_fetch = None  # (a lookup outside the run, e.g. unicorn's cache removal, does not count)
             try:
                 uc.emu_start(pc, _NEVER, count=1 if one else quantum)
             except UcError as e:
