@@ -40,10 +40,6 @@ class MmuRegs:
     ttbr0: int
     ttbr1: int
 
-    @classmethod
-    def read(cls, get: Callable[[str], int]) -> MmuRegs:
-        return cls(*(get(name) for name in MMU_REGS))
-
     @property
     def enabled(self) -> bool:
         return bool(self.sctlr & 1)

@@ -561,9 +561,6 @@ class _Core:
         return True
 
     # ---- stage 1 translation (guest virtual -> guest physical) --------------------------------------
-    def mmu_on(self) -> bool:
-        return self._mmu
-
     def translate(self, va: int) -> int:
         """What this vCPU's MMU maps ``va`` to now; GuestMemoryError (TranslationFault) if nothing."""
         if not self._mmu:  # (no register read: this runs on every unicorn TLB miss)
@@ -730,7 +727,7 @@ class _Core:
         IVAU, IALLU, IALLUIS) makes every other vCPU drop its translated code before its next turn, which is
         what the architecture asks of code written for another CPU (unicorn sees only its own instance's
         stores to code).  Every SYS still runs natively (0)."""
-        if cp.op0 == 1 and cp.crn == 8 and self._watches and self.mmu_on():  # TLBI: the guest remapped
+        if cp.op0 == 1 and cp.crn == 8 and self._watches and self._mmu:  # TLBI: the guest remapped
             self._rearm = True  # something: take the watched pages' physical addresses again
             uc.emu_stop()
         if cp.op0 == 1 and cp.crn == 7 and (cp.op1, cp.crm, cp.op2) in ((3, 5, 1), (0, 5, 0), (0, 1, 0)):
@@ -791,9 +788,10 @@ class _Core:
             self._hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr))
         ram_end = self.ram_base + self.ram_size
         protect: dict[int, int] = {}  # page -> permissions taken away
-        # with the MMU on, a watched virtual page may be any physical one (or several, over time): stores
-        # are watched with ranged hooks, which see virtual addresses, instead of page protections
-        mmu_on = self.mmu_on()
+        # with the MMU on, unicorn's memory hooks see physical addresses, and a watched virtual page may be
+        # any physical one (another one after a TLBI): the watches become the physical bytes behind them
+        # now, and stores are watched with ranged hooks instead of page protections
+        mmu_on = self._mmu
         if mmu_on:
             watches = self._physical(watches)
         for w in watches:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,18 @@ def server() -> Iterator[ServerProcess]:
     yield s
     alive = s.proc.poll() is None
     s.stop()
+    assert alive, "the server died during the test"
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[ServerProcess]:
+    """A server for one test, which must still be alive at its end: nothing gdb sends may kill it."""
+    s = ServerProcess(*args)
+    try:
+        yield s
+        alive = s.proc.poll() is None
+    finally:
+        s.stop()
     assert alive, "the server died during the test"
 
 

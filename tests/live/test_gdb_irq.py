@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, run_gdb
+from tests.conftest import ServerProcess, run_gdb, serving
+from tests.live.test_gdb_basic import _values
 from tests.sim.conftest import read_symbols
 
 IRQ_COUNT, IRQ_ELR = 0xD0, 0xD8  # offsets in the guest's `results`
@@ -27,15 +28,8 @@ def elf(guest_elf: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def server(elf: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(str(elf))
-    yield s
-    alive = s.proc.poll() is None
-    s.stop()
-    assert alive, "the server died during the test"
-
-
-def _values(out: str) -> list[str]:
-    return re.findall(r"^\$\d+ = (.*)$", out, re.M)
+    with serving(str(elf)) as s:
+        yield s
 
 
 def test_stepi_with_the_irq_line_high_lands_on_the_irq_vector(

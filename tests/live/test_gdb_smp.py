@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, run_gdb
+from tests.conftest import ServerProcess, run_gdb, serving
 from tests.sim.conftest import read_symbols
 
 N = 4
@@ -26,11 +26,8 @@ def smp_elf(guest_elf: Callable[[str], Path]) -> Path:
 
 @pytest.fixture
 def smp_server(smp_elf: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(str(smp_elf), "--cpus", str(N))
-    yield s
-    alive = s.proc.poll() is None
-    s.stop()
-    assert alive, "the server died during the test"
+    with serving(str(smp_elf), "--cpus", str(N)) as s:
+        yield s
 
 
 def test_info_threads_shows_every_cpu(gdb_multiarch: str, smp_server: ServerProcess, smp_elf: Path) -> None:
